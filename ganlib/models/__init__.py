@@ -1,0 +1,41 @@
+"""Generator / critic pairs sized from the data, and the model defaults that depend on it."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..config import GanConfig
+from ..data import Dataset
+from .dcgan import DCGANCritic, DCGANGenerator
+from .mlp import MLPCritic, MLPGenerator
+
+__all__ = ["build_models", "resolve_model_defaults", "MLPGenerator", "MLPCritic", "DCGANGenerator",
+           "DCGANCritic"]
+
+
+def resolve_model_defaults(cfg: GanConfig, data: Dataset) -> GanConfig:
+    """Fill model fields left unset, from the data kind (so logs show the real values)."""
+    model = cfg.model if cfg.model != "auto" else ("dcgan" if data.kind == "image" else "mlp")
+    if model == "dcgan" and len(data.sample_shape) != 3:
+        raise ValueError(f"model 'dcgan' needs image data, {data.name!r} has shape {data.sample_shape}")
+    if model == "mlp":
+        defaults = dict(width=256, depth=3, z_dim=2 if math.prod(data.sample_shape) <= 2 else 64,
+                        d_norm="none", g_norm="none")
+    else:
+        # WGAN-GP's penalty is per sample, so its critic gets layer norm, never batch norm.
+        defaults = dict(width=32, depth=None, z_dim=64, g_norm="batch",
+                        d_norm="layer" if cfg.loss == "wgan_gp" else "batch")
+    changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    return cfg.replace(model=model, **changes)
+
+
+def build_models(cfg: GanConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
+    """(generator, critic) for a config already passed through ``resolve_model_defaults``."""
+    if cfg.model == "mlp":
+        dim = math.prod(data.sample_shape)
+        return (MLPGenerator(cfg.z_dim, data.sample_shape, cfg.width, cfg.depth, cfg.g_norm),
+                MLPCritic(dim, cfg.width, cfg.depth, cfg.d_norm))
+    return (DCGANGenerator(cfg.z_dim, data.sample_shape, cfg.width, cfg.g_norm),
+            DCGANCritic(data.sample_shape, cfg.width, cfg.d_norm))
