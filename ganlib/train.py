@@ -1,0 +1,126 @@
+"""The training run: train, evaluate every ``eval_every`` steps, report, checkpoint.
+
+``train(config, report)`` is the same code under Ray Tune (``ganlib.tune.train_gan``), in a
+notebook, in the tests and on the command line (``python -m ganlib.train``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GanConfig
+from .data import Dataset
+from .evaluate import Evaluator
+from .trainer import StepStats, Throughput, Trainer
+
+# report(metrics, checkpoint_state_or_None). The state is a dict for torch.save.
+Reporter = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+class _RunningMeans:
+    """Means of the step statistics since the last report; summed on device, read once."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, stats: StepStats) -> None:
+        for name, value in dataclasses.asdict(stats).items():
+            if value is not None:
+                self.sums[name] = self.sums.get(name, 0) + value.float()
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        means = {k: (v / self.count).item() for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+def print_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
+          flush=True)
+
+
+def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
+          resume: dict[str, Any] | None = None, data: Dataset | None = None,
+          allow_hparam_change: bool = False) -> Trainer:
+    """Run to ``config.steps`` generator iterations (from ``resume``'s step if given)."""
+    trainer = Trainer(config, data)
+    if resume is not None:
+        trainer.load_state_dict(resume, allow_hparam_change=allow_hparam_change)
+    cfg = trainer.cfg
+    evaluate = Evaluator(trainer)
+    means, throughput = _RunningMeans(), Throughput(trainer)
+    while trainer.step < cfg.steps:
+        means.add(trainer.train_step())
+        step = trainer.step
+        if step % cfg.eval_every and step != cfg.steps:
+            continue
+        metrics = {"step": step, **means.pop(), "samples_per_s": throughput.rate(), **evaluate()}
+        save = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        report(metrics, trainer.state_dict() if save else None)
+        throughput.reset()
+    return trainer
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``torch.save(trainer.state_dict(), path)``; tensors only, no
+    code is unpickled."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- command line ------------------------------------------------------------------------------
+def _field_parser(annotation: str) -> Callable[[str], Any]:
+    hint = annotation.replace(" ", "")
+    if hint.startswith("int"):
+        return int
+    if hint.startswith("float"):
+        return float
+    if hint.startswith("bool"):
+        return lambda s: s.lower() in ("1", "true", "yes")
+    return str
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ganlib.train", description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(GanConfig):
+        if f.name == "extra":
+            continue
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_field_parser(str(f.type)),
+                            default=None, help=f"(default: {f.default!r}, None = family default)")
+    parser.add_argument("--out", type=Path, help="write the final checkpoint and metrics.jsonl here")
+    parser.add_argument("--resume", type=Path, help="continue from this checkpoint file")
+    args = vars(parser.parse_args(argv))
+    out, resume = args.pop("out"), args.pop("resume")
+    values = {k: v for k, v in args.items() if v is not None}
+    try:
+        config = GanConfig.from_dict(values)  # a bad value stops here, before anything is written
+    except ValueError as err:
+        parser.error(str(err))
+
+    history: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        print_reporter(metrics, state)
+        history.append(metrics)
+
+    trainer = train(config, report, resume=load_checkpoint(resume) if resume else None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(trainer.state_dict(), out / "checkpoint.pt")
+        (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+        print(f"checkpoint and metrics written to {out}")
+    print("config: " + json.dumps(trainer.cfg.to_dict()))
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""One training loop for every family: per generator iteration, ``n_critic`` critic (or
+discriminator) steps, each on a fresh real batch and fresh noise, then one generator step.
+
+The family only chooses the loss pair (``losses.py``) and the critic constraint
+(``penalties.py``): clipping after every critic update for WGAN, the gradient penalty in the
+critic loss for WGAN-GP, nothing for GAN. That is Algorithm 1 of each of the three papers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import HYPERPARAMS, STRUCTURAL, GanConfig
+from .data import Dataset, load_dataset
+from .losses import LOSS_PAIRS
+from .models import build_models, resolve_model_defaults
+from .optim import apply_hparams, build_optimizer
+from .penalties import clip_weights_, gradient_penalty
+
+CHECKPOINT_FORMAT = 1
+EVAL_NOISE_SEED = 2_147_483_647  # fixed noise for evaluations: curves compare like with like
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made under a different configuration than the run resuming it."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"config field 'device' = {name!r}, but CUDA is not available here")
+    return device
+
+
+@dataclass
+class StepStats:
+    """Losses and gradient norms of one generator iteration, as 0-d tensors (no host sync)."""
+
+    loss_d: Tensor
+    loss_g: Tensor
+    gp: Tensor | None
+    grad_norm_d: Tensor
+    grad_norm_g: Tensor
+
+
+def _grad_norm(module: torch.nn.Module) -> Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads)
+
+
+class Trainer:
+    """Holds G, D, both optimizers and the RNG streams; ``train_step`` runs one generator
+    iteration. Everything is built from the config, so a sampled learning rate applies from
+    step 0, and (config, seed) reproduces a run bit for bit on the CPU."""
+
+    def __init__(self, config: GanConfig | dict[str, Any], data: Dataset | None = None):
+        cfg = config if isinstance(config, GanConfig) else GanConfig.from_dict(config)
+        self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+        self.cfg = resolve_model_defaults(cfg, self.data)
+        self.device = resolve_device(self.cfg.device)
+        # Weight init draws from the global RNG: seed it, then keep our own streams.
+        torch.manual_seed(self.cfg.seed)
+        generator, critic = build_models(self.cfg, self.data)
+        self.generator, self.critic = generator.to(self.device), critic.to(self.device)
+        if self.cfg.loss == "wgan":  # the critic lives in the compact set W from the start
+            clip_weights_(self.critic, self.cfg.clip)
+        self.opt_g = build_optimizer(self.cfg, self.generator.parameters(), self.cfg.lr_g)
+        self.opt_d = build_optimizer(self.cfg, self.critic.parameters(), self.cfg.lr_d)
+        self.losses = LOSS_PAIRS[self.cfg.loss]
+        self.data_rng = torch.Generator().manual_seed(self.cfg.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
+        self.step = 0  # generator iterations done
+        self.real_samples_seen = 0
+
+    # -- one iteration ------------------------------------------------------------------------
+    def _noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.cfg.z_dim, device=self.device, generator=generator or self.noise_rng)
+
+    def _real_batch(self) -> Tensor:
+        batch = self.data.sample(self.cfg.batch_size, self.data_rng)
+        self.real_samples_seen += self.cfg.batch_size
+        return batch.to(self.device, non_blocking=True)
+
+    def critic_step(self) -> tuple[Tensor, Tensor | None, Tensor]:
+        cfg = self.cfg
+        real = self._real_batch()
+        with torch.no_grad():
+            fake = self.generator(self._noise(cfg.batch_size))
+        loss = self.losses.d_loss(self.critic(real), self.critic(fake))
+        gp = None
+        if cfg.loss == "wgan_gp":
+            gp = gradient_penalty(self.critic, real, fake, generator=self.noise_rng)
+            total = loss + cfg.gp_lambda * gp
+        else:
+            total = loss
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = _grad_norm(self.critic)
+        self.opt_d.step()
+        if cfg.loss == "wgan":
+            clip_weights_(self.critic, cfg.clip)
+        return loss.detach(), None if gp is None else gp.detach(), grad_norm
+
+    def generator_step(self) -> tuple[Tensor, Tensor]:
+        self.critic.requires_grad_(False)  # no critic gradients are needed for G's update
+        try:
+            loss = self.losses.g_loss(self.critic(self.generator(self._noise(self.cfg.batch_size))))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            self.critic.requires_grad_(True)
+        grad_norm = _grad_norm(self.generator)
+        self.opt_g.step()
+        return loss.detach(), grad_norm
+
+    def train_step(self) -> StepStats:
+        self.generator.train()
+        self.critic.train()
+        for _ in range(self.cfg.n_critic):
+            loss_d, gp, grad_norm_d = self.critic_step()
+        loss_g, grad_norm_g = self.generator_step()
+        self.step += 1
+        return StepStats(loss_d, loss_g, gp, grad_norm_d, grad_norm_g)
+
+    # -- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, chunk: int = 4096) -> Tensor:
+        """n generated samples from the fixed evaluation noise, on the CPU. Uses its own
+        generator, so evaluating never shifts the training stream."""
+        eval_rng = torch.Generator(self.device).manual_seed(EVAL_NOISE_SEED)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            out = [self.generator(self._noise(min(chunk, n - i), eval_rng)).cpu() for i in range(0, n, chunk)]
+        finally:
+            self.generator.train(was_training)
+        return torch.cat(out)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: networks, optimizers, RNG states, step,
+        config. Loadable with ``torch.load(..., weights_only=True)``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "real_samples_seen": self.real_samples_seen,
+            "config": self.cfg.to_dict(),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": {
+                "data": self.data_rng.get_state(),
+                "noise": self.noise_rng.get_state(),
+                "noise_device": self.device.type,
+                "torch": torch.get_rng_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], allow_hparam_change: bool = False) -> None:
+        """Continue from ``state``. Refuses a checkpoint of a different structure (data, model,
+        loss, optimizer, seed...) and, unless ``allow_hparam_change`` (a population-based
+        exploit), of different hyperparameters. This run's hyperparameters are applied to the
+        restored optimizers either way: loading an optimizer state restores the old lr."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatch(f"checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        names = STRUCTURAL if allow_hparam_change else STRUCTURAL + HYPERPARAMS
+        diff = self.cfg.differences(state["config"], names)
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
+            raise CheckpointMismatch(f"checkpoint config differs from this run's: {detail}")
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        apply_hparams(self.opt_g, self.cfg, self.cfg.lr_g)
+        apply_hparams(self.opt_d, self.cfg, self.cfg.lr_d)
+        rng = state["rng"]
+        self.data_rng.set_state(rng["data"])
+        torch.set_rng_state(rng["torch"])
+        if rng["noise_device"] == self.device.type:
+            self.noise_rng.set_state(rng["noise"])
+        else:  # CUDA and CPU generator states are not interchangeable: continue reproducibly
+            self.noise_rng.manual_seed(self.cfg.seed + 1 + state["step"])
+        self.step = int(state["step"])
+        self.real_samples_seen = int(state.get("real_samples_seen", 0))
+
+
+class Throughput:
+    """Real samples consumed per second of training (batch x n_critic per iteration)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.reset()
+
+    def reset(self) -> None:
+        self._t0 = time.perf_counter()
+        self._n0 = self.trainer.real_samples_seen
+
+    def rate(self) -> float:
+        if self.trainer.device.type == "cuda":
+            torch.cuda.synchronize(self.trainer.device)
+        elapsed = time.perf_counter() - self._t0
+        return (self.trainer.real_samples_seen - self._n0) / max(elapsed, 1e-9)
