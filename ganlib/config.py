@@ -160,7 +160,7 @@ class GanConfig:
 
     # -- conversion -----------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "GanConfig":
+    def from_dict(cls, config: dict[str, Any]) -> GanConfig:
         """Build from a flat dict (a Tune config); unknown keys are an error, keys starting
         with an underscore or listed under ``extra`` are carried along untouched."""
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -180,7 +180,7 @@ class GanConfig:
         """The resolved values (family defaults filled in), without ``extra``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
 
-    def replace(self, **changes: Any) -> "GanConfig":
+    def replace(self, **changes: Any) -> GanConfig:
         return dataclasses.replace(self, **changes)
 
     @property

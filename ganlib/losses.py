@@ -14,7 +14,8 @@ WGAN (Arjovsky et al. 2017): critic ascends E f(x) - E f(G(z)); generator descen
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor
