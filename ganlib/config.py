@@ -44,7 +44,8 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
 STRUCTURAL = ("dataset", "data_root", "loss", "model", "width", "depth", "z_dim", "d_norm",
               "g_norm", "batch_size", "optimizer", "seed")
 HYPERPARAMS = ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "momentum", "clip", "gp_lambda")
-RUNTIME = ("steps", "eval_every", "checkpoint_every", "eval_samples", "device", "download")
+RUNTIME = ("steps", "eval_every", "checkpoint_every", "eval_samples", "device", "download", "collapse",
+           "stop_on_collapse")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,8 @@ class GanConfig:
     eval_samples: int = 2048  # generated samples per evaluation, fixed for a sweep
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     download: bool = False  # torchvision datasets: only download when explicitly asked
+    collapse: dict = field(default_factory=dict)  # CollapseRules thresholds, e.g. {"warmup_steps": 200}
+    stop_on_collapse: bool = True  # end the run at the first collapsed / diverged verdict
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,9 @@ class GanConfig:
         _check_int("checkpoint_every", self.checkpoint_every, low=1)
         _check_int("eval_samples", self.eval_samples, low=2)
         _check_device(self.device)
+        from .collapse import CollapseRules  # validates each threshold, naming collapse.<key>
+
+        CollapseRules.from_dict(self.collapse)
         self._check_conditional("beta1", self.optimizer == "adam", "optimizer 'adam'")
         self._check_conditional("beta2", self.optimizer == "adam", "optimizer 'adam'")
         self._check_conditional("momentum", self.optimizer == "sgd", "optimizer 'sgd'")
