@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .collapse import OK
 from .config import GanConfig
 from .data import Dataset
 from .evaluate import Evaluator
@@ -22,6 +23,7 @@ from .trainer import StepStats, Throughput, Trainer
 
 # report(metrics, checkpoint_state_or_None). The state is a dict for torch.save.
 Reporter = Callable[[dict[str, Any], dict[str, Any] | None], None]
+Observer = Callable[[Trainer, dict[str, Any], Evaluator], None]
 
 
 class _RunningMeans:
@@ -44,14 +46,17 @@ class _RunningMeans:
 
 
 def print_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
-          flush=True)
+    shown = {k: v for k, v in metrics.items() if k not in ("reason", "objective")}
+    line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    print(line + (f"  reason: {metrics['reason']}" if metrics.get("reason") else ""), flush=True)
 
 
 def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
           resume: dict[str, Any] | None = None, data: Dataset | None = None,
-          allow_hparam_change: bool = False) -> Trainer:
-    """Run to ``config.steps`` generator iterations (from ``resume``'s step if given)."""
+          allow_hparam_change: bool = False, observers: list[Observer] = ()) -> Trainer:
+    """Run to ``config.steps`` generator iterations (from ``resume``'s step if given).
+    ``observers`` are called as ``observer(trainer, metrics, evaluator)`` at each evaluation,
+    before ``report`` (which may not return under Tune when the trial is stopped)."""
     trainer = Trainer(config, data)
     if resume is not None:
         trainer.load_state_dict(resume, allow_hparam_change=allow_hparam_change)
@@ -63,9 +68,14 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
         step = trainer.step
         if step % cfg.eval_every and step != cfg.steps:
             continue
-        metrics = {"step": step, **means.pop(), "samples_per_s": throughput.rate(), **evaluate()}
-        save = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        metrics = evaluate({"step": step, **means.pop(), "samples_per_s": throughput.rate()})
+        stop = cfg.stop_on_collapse and metrics["status"] != OK
+        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or stop
+        for observe in observers:
+            observe(trainer, metrics, evaluate)
         report(metrics, trainer.state_dict() if save else None)
+        if stop:
+            break
         throughput.reset()
     return trainer
 

@@ -119,8 +119,11 @@ def test_report_cadence_and_metrics(tiny):
     assert [m["step"] for m, _ in reports] == [2, 4, 5]  # the last step is always reported
     assert [saved for _, saved in reports] == [False, True, True]
     for metrics, _ in reports:
-        assert {"loss_d", "loss_g", "gp", "grad_norm_d", "grad_norm_g", "samples_per_s", "modes", "hq"} <= set(metrics)
-        assert all(isinstance(v, (int, float)) for v in metrics.values())
+        expected = {"loss_d", "loss_g", "gp", "grad_norm_d", "grad_norm_g", "samples_per_s", "modes", "hq",
+                    "status", "reason", "objective"}
+        assert expected <= set(metrics)
+        assert all(isinstance(v, (int, float)) for k, v in metrics.items() if k not in ("status", "reason"))
+        assert metrics["status"] == "ok" and metrics["reason"] == ""
 
 
 def test_model_defaults_are_resolved_and_recorded(tiny):
