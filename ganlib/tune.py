@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .config import GanConfig
 from .train import train
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -39,9 +40,21 @@ def train_gan(config: dict[str, Any]) -> None:
 
     A checkpoint handed over by Tune is either this trial's own (after a failure or a pause)
     or, under population-based training, a donor's: hyperparameters may then differ, and
-    this trial's own values are applied to the restored optimizers."""
+    this trial's own values are applied to the restored optimizers.
+
+    With a ``_tracking`` entry ({uri, experiment_id, parent_run_id, plot_every}) the trial logs
+    its own MLflow child run under the sweep's parent run."""
     from ray import tune
 
+    observers = []
+    tracking = config.get("_tracking")
+    if tracking:
+        from .tracking import TrialTracker
+
+        context = tune.get_context()
+        params = GanConfig.from_dict(config).to_dict()
+        observers.append(TrialTracker(tracking, context.get_trial_id(), context.get_trial_name(), params,
+                                      plot_every=tracking.get("plot_every", 1)))
     checkpoint = tune.get_checkpoint()
     resume = load_tune_checkpoint(checkpoint) if checkpoint is not None else None
-    train(config, _tune_reporter, resume=resume, allow_hparam_change=True)
+    train(config, _tune_reporter, resume=resume, allow_hparam_change=True, observers=observers)
