@@ -101,10 +101,15 @@ def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
     return _figure_png(fig)
 
 
-def write_sweep_report(client, parent_run_id: str, results, space, settings, callback) -> dict[str, Any]:
+def write_sweep_report(client, parent_run_id: str, results, space, settings, callback,
+                       optuna_trials: list[dict[str, Any]]) -> dict[str, Any]:
     rows = trial_rows(results, space, callback.verdicts, settings.steps)
     summary: dict[str, Any] = {"parent_run_id": parent_run_id, "trials": len(rows), "primary": "objective",
-                               "by_status": dict(Counter(r["status"] for r in rows))}
+                               "by_status": dict(Counter(r["status"] for r in rows)),
+                               "optuna_trials": optuna_trials}
+    if optuna_trials:
+        log_bytes(client, parent_run_id, json.dumps(optuna_trials, indent=1, default=str).encode(),
+                  f"{REPORT_DIR}/optuna_trials.json")
     steps_run = sum(r["steps_run"] for r in rows)
     budget = settings.steps * max(len(rows), 1)
     summary["compute_saved"] = 1 - steps_run / budget

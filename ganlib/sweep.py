@@ -128,8 +128,8 @@ def preflight(settings: SweepSettings):
         load_dataset(settings.dataset, settings.data_root)
     except (OSError, ValueError) as err:
         raise PreflightError(f"dataset {settings.dataset!r} is not reachable: {err}") from None
+    _check_storage(settings.storage_path)  # leaves nothing behind; the tracking check may create the store
     _check_tracking(settings.tracking_uri)
-    _check_storage(settings.storage_path)
     return space, base
 
 
@@ -138,21 +138,34 @@ def _check_tracking(uri: str) -> None:
 
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # One quick probe: MLflow's default is minutes of retries with backoff on a dead server.
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in probe_env}
+    os.environ.update(probe_env)
     try:
         client_for(uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PreflightError(f"MLflow tracking store {uri!r} is not reachable: {first}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_storage(path: str) -> None:
     import pyarrow.fs as pafs
 
+    if "://" not in path:  # local: Tune creates it; it only has to be creatable
+        folder = Path(path).expanduser().resolve()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise PreflightError(f"Tune storage path {path!r} is not writable ({existing} is not a writable folder)")
+        return
     try:
-        if "://" in path:
-            fs, root = pafs.FileSystem.from_uri(path)
-        else:
-            fs, root = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+        fs, root = pafs.FileSystem.from_uri(path)
         fs.create_dir(root, recursive=True)
         probe = f"{root.rstrip('/')}/.ganlib-write-test"
         with fs.open_output_stream(probe) as out:
@@ -241,7 +254,9 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
             metric="objective", mode=mode, search_alg=search_alg, scheduler=scheduler,
             num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent))
     results = tuner.fit()
-    return write_sweep_report(client, parent_run_id, results, space, settings, callback)
+    study = getattr(search_alg, "_ot_study", None)  # what the Optuna sampler was told, per trial
+    told = [{"state": t.state.name, "value": t.value, **t.params} for t in study.trials] if study else []
+    return write_sweep_report(client, parent_run_id, results, space, settings, callback, told)
 
 
 def main(argv: list[str] | None = None) -> int:
