@@ -1,0 +1,40 @@
+"""End to end as a user runs it: `ray job submit -- python sweeps/wgan_clip.py` against a real
+Ray head, logging to a real MLflow tracking server; both started here and stopped by PID."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from servers import BIN, mlflow_server, ray_head, server_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
+    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid), ray_head(tmp_path) as (dashboard, ray_pid):
+        proc = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
+             "python", "sweeps/wgan_clip.py", "--preset", "smoke", "--num-trials", "2", "--device", "cpu",
+             "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
+            capture_output=True, text=True, timeout=900, env=server_env(), cwd=REPO)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
+        assert "Sweep 'wgan_clip-ring8' finished" in proc.stdout
+
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name("ganlib-wgan_clip")
+        runs = client.search_runs([experiment.experiment_id])
+        [parent] = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 2
+        for child in children:
+            assert child.data.params["loss"] == "wgan" and "clip" in child.data.params
+            assert child.data.tags["status"] in ("completed", "stopped_early", "collapsed", "diverged")
+            assert client.get_metric_history(child.info.run_id, "loss_d")
+        # artifacts went through the server's proxy into its artifact folder
+        assert any((tmp_path / "artifacts").rglob("trials.parquet"))
+    for pid in (mlflow_pid, ray_pid):  # both servers are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
