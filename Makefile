@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test test-all lint bench clean
+.PHONY: run ui test test-all lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-run: $(VENV)/.installed  ## the main job
-	$(PY) -m ganlib.train --dataset ring8 --loss wgan_gp
+run: $(VENV)/.installed  ## the main job: the wgan_clip sweep on the embedded defaults
+	$(PY) sweeps/wgan_clip.py $(ARGS)
+
+ui: $(VENV)/.installed  ## the MLflow UI over the default local store, on 127.0.0.1 only
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 test: $(VENV)/.installed  ## the default test run (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -59,6 +59,7 @@ class SweepSettings:
     resume: bool = False
     seed: int = 0
     device: str = "auto"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         for key, value in PRESETS[self.preset].items():
@@ -67,6 +68,7 @@ class SweepSettings:
         self.experiment = self.experiment or f"ganlib-{Path(self.space).stem}"
         self.name = self.name or f"{Path(self.space).stem}-{self.dataset.replace(':', '_').replace('/', '_')}"
         self.storage_path = self.storage_path or str(PROJECT_DIR / "ray_results")
+        self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
         self.tracking_uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
             f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
     return p
 
 
@@ -224,7 +227,10 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
                                          "parent_run_id": parent_run_id, "plot_every": plot_every}}
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        # Join the cluster named by --ray-address / $RAY_ADDRESS (set by `ray job submit`), else
+        # start a private local one: a bare ray.init() would join whatever cluster
+        # /tmp/ray/ray_current_cluster names, stale or not.
+        ray.init(address=settings.ray_address or "local", log_to_driver=False)
     trainable = tune.with_resources(train_gan, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
     scheduler = _scheduler(settings, space)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -47,9 +48,22 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(10)
 
 
-def server_env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "token"}
+def server_env(token_file: Path | None = None) -> dict[str, str]:
+    """The environment of the servers and of the CLI that talks to them. With ``token_file``,
+    Ray's token authentication reads the cluster token from it (`ray start` does not create one,
+    unlike `ray.init()`)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "token"}
+    if token_file is not None:
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    return env
+
+
+def write_token(folder: Path) -> Path:
+    path = folder / "ray_auth_token"
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
 
 
 @contextmanager
@@ -73,13 +87,14 @@ def ray_head(folder: Path, num_cpus: int = 2):
     """`ray start --head --block`: one process that owns the cluster, so stopping it by PID
     stops this cluster only (`ray stop` would kill every Ray process on the machine)."""
     port, dash, log = free_port(), free_port(), folder / "ray-head.log"
+    env = server_env(write_token(folder))
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", str(num_cpus),
          "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
          "--node-ip-address", "127.0.0.1"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=server_env(), start_new_session=True)
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         _wait(f"http://127.0.0.1:{dash}/api/version", proc, 120, log)
-        yield f"http://127.0.0.1:{dash}", proc.pid
+        yield f"http://127.0.0.1:{dash}", proc.pid, env
     finally:
         _stop(proc)

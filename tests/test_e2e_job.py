@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from servers import BIN, mlflow_server, ray_head, server_env
+from servers import BIN, mlflow_server, ray_head
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
-    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid), ray_head(tmp_path) as (dashboard, ray_pid):
+    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid), ray_head(tmp_path) as (dashboard, ray_pid, ray_env):
         proc = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
              "python", "sweeps/wgan_clip.py", "--preset", "smoke", "--num-trials", "2", "--device", "cpu",
              "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
-            capture_output=True, text=True, timeout=900, env=server_env(), cwd=REPO)
+            capture_output=True, text=True, timeout=900, env=ray_env, cwd=REPO)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
         assert "Sweep 'wgan_clip-ring8' finished" in proc.stdout

@@ -42,15 +42,6 @@ def test_sweep_script_exits_2_with_one_line_before_ray_starts(tmp_path):
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "ray").exists()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _collapse_space(tmp_path) -> Path:
     """Two minimax GANs: one sane, one with a far too strong discriminator that saturates."""
     space = {

@@ -15,13 +15,12 @@ from ganlib.tune import _tune_reporter, load_tune_checkpoint, train_gan  # noqa:
 BASE = dict(dataset="ring8", width=16, depth=2, batch_size=32, eval_every=2, eval_samples=256, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
+@pytest.fixture(scope="module", autouse=True)
+def _pickle_this_module_by_value():
     # Trial workers cannot import test modules: ship this one's functions by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def test_two_trials_report_metrics_and_checkpoints(local_ray, tmp_path):

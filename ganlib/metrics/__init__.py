@@ -1,0 +1,2 @@
+"""Metrics of generated samples: Fréchet distance / FID / KID (``fid``, ``frechet``, ``features``),
+Wasserstein estimates (``wasserstein``) and mixture mode statistics (``modes``)."""

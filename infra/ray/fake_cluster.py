@@ -1,0 +1,218 @@
+"""A local autoscaling Ray cluster built from infra/ray/local-fake-multinode.yaml.
+
+Ray's ``ray.cluster_utils.AutoscalingCluster`` runs the fake multinode provider: worker "nodes"
+are extra raylets on this machine, launched and removed by the real autoscaler. Two things stop
+it from being used as is with the Ray 2.60 wheel on a shared machine:
+
+1. Its constructor reads ``ray/autoscaler/_private/fake_multi_node/example.yaml`` as the base
+   config, and ``prepare_config()`` reads the same file as the provider defaults; the wheel does
+   not ship it (FileNotFoundError). Here our YAML, a complete config, takes its place.
+2. Its ``start()`` and ``shutdown()`` run ``ray stop --force``, which kills EVERY Ray process on
+   the machine. ``FakeAutoscalingCluster`` starts the head as one ``ray start --head --block``
+   process in its own session and stops that process group by PID (as tests/servers.py does);
+   the fake workers are children of the head's autoscaler (and fate-share with it), so they go
+   with it. Nothing here calls ``ray stop``.
+
+Use from a test::
+
+    cluster = FakeAutoscalingCluster(log_dir=tmp_path)
+    cluster.start()
+    try:
+        ray.init(address=cluster.address)   # or: ray job submit --address cluster.dashboard_url
+        ...
+    finally:
+        cluster.shutdown()
+
+The head offers 0 CPUs, so every trial makes the autoscaler add a ``ray.worker.cpu`` or
+``ray.worker.gpu`` node ({CPU: 1} / {CPU: 1, GPU: 1}; the GPU is a fake resource). Only the
+config building is covered by tests/test_infra_configs.py; ``start()`` has not been run yet.
+
+``python infra/ray/fake_cluster.py`` prints the generated autoscaler config (starts nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.cluster_utils import AutoscalingCluster
+
+FAKE_CONFIG = Path(__file__).resolve().with_name("local-fake-multinode.yaml")
+# The fake provider hard-codes the head's node type name (FAKE_HEAD_NODE_TYPE).
+HEAD_NODE_TYPE = "ray.head.default"
+_PROVIDER = "fake_multinode"
+
+
+def load_config(path: str | os.PathLike = FAKE_CONFIG) -> dict[str, Any]:
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    if config.get("provider", {}).get("type") != _PROVIDER:
+        raise ValueError(f"{path}: provider.type must be {_PROVIDER!r}")
+    if config.get("head_node_type") != HEAD_NODE_TYPE:
+        raise ValueError(f"{path}: head_node_type must be {HEAD_NODE_TYPE!r} (the fake provider's head type)")
+    return config
+
+
+@contextmanager
+def provider_defaults(path: str | os.PathLike = FAKE_CONFIG) -> Iterator[None]:
+    """While the block runs, Ray's fake_multinode defaults file is ``path`` (a complete config)
+    instead of the example.yaml missing from the wheel, so ``prepare_config()`` works."""
+    from ray.autoscaler._private import providers
+
+    previous = providers._DEFAULT_CONFIGS.get(_PROVIDER)
+    providers._DEFAULT_CONFIGS[_PROVIDER] = lambda: str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            providers._DEFAULT_CONFIGS.pop(_PROVIDER, None)
+        else:
+            providers._DEFAULT_CONFIGS[_PROVIDER] = previous
+
+
+def prepared_config(path: str | os.PathLike = FAKE_CONFIG) -> dict[str, Any]:
+    """``prepare_config`` + ``validate_config`` of the installed Ray, as ``ray up`` would do."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    with provider_defaults(path):
+        config = prepare_config(load_config(path))
+    validate_config(config)
+    return config
+
+
+def cluster_args(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(head_resources, worker_node_types, config_kwargs)``: the arguments of
+    ``AutoscalingCluster(head_resources, worker_node_types, **config_kwargs)``."""
+    config = copy.deepcopy(config)
+    node_types = config.pop("available_node_types")
+    head_type = config.pop("head_node_type")
+    head_resources = node_types.pop(head_type)["resources"]
+    return head_resources, node_types, config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeAutoscalingCluster(AutoscalingCluster):
+    """``AutoscalingCluster`` whose config comes from our YAML and whose start/shutdown touch
+    only the cluster it started (see the module docstring)."""
+
+    def __init__(self, config_path: str | os.PathLike = FAKE_CONFIG, *, port: int | None = None,
+                 dashboard_port: int | None = None, log_dir: str | os.PathLike | None = None,
+                 autoscaler_v2: bool = False, **config_kwargs: Any) -> None:
+        if autoscaler_v2:
+            # The v2 autoscaler calls prepare_config() inside the head, where the missing
+            # example.yaml cannot be substituted.
+            raise ValueError("autoscaler_v2 needs the fake provider's example.yaml, which the Ray wheel lacks")
+        self._config_path = Path(config_path)
+        head_resources, worker_node_types, base_kwargs = cluster_args(load_config(self._config_path))
+        self.port = port or _free_port()
+        self.dashboard_port = dashboard_port or _free_port()
+        self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ganlib-fake-cluster-"))
+        self._proc: subprocess.Popen | None = None
+        super().__init__(head_resources, worker_node_types, autoscaler_v2=False, **{**base_kwargs, **config_kwargs})
+
+    def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
+        # AutoscalingCluster._generate_config with our YAML as the base instead of example.yaml.
+        config = load_config(self._config_path)
+        config["available_node_types"] = copy.deepcopy(worker_node_types)
+        config["available_node_types"][HEAD_NODE_TYPE] = {
+            "resources": copy.deepcopy(head_resources), "node_config": {}, "max_workers": 0}
+        config.update(copy.deepcopy(config_kwargs))
+        return config
+
+    @property
+    def address(self) -> str | None:
+        """The GCS address, for ``ray.init(address=...)`` (None before ``start()``)."""
+        return self._config["provider"].get("gcs_address")
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard / Jobs API, for ``ray job submit --address ...``."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def head_command(self, config_file: str | os.PathLike) -> list[str]:
+        head = dict(self._config["available_node_types"][HEAD_NODE_TYPE]["resources"])
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+               f"--autoscaling-config={config_file}", f"--port={self.port}",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--num-cpus={head.pop('CPU', 0)}", "--disable-usage-stats"]
+        if "GPU" in head:
+            cmd.append(f"--num-gpus={head.pop('GPU')}")
+        if "object_store_memory" in head:
+            cmd.append(f"--object-store-memory={head.pop('object_store_memory')}")
+        if head:
+            cmd.append(f"--resources={json.dumps(head)}")
+        return cmd
+
+    def start(self, _system_config: dict | None = None, override_env: dict | None = None,
+              timeout: float = 120) -> None:
+        """Start the head (autoscaler included) and wait until its dashboard answers."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError("this cluster is already running")
+        import ray._private.services as services
+
+        # The fake provider joins workers to <node ip>:6379 unless told the GCS address.
+        self._config["provider"]["gcs_address"] = f"{services.get_node_ip_address()}:{self.port}"
+        config_file = self._log_dir / "autoscaling-config.json"
+        config_file.write_text(json.dumps(self._config))
+        cmd = self.head_command(config_file)
+        if _system_config is not None:
+            cmd.append(f"--system-config={json.dumps(_system_config, separators=(',', ':'))}")
+        env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
+               "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env.update(override_env or {})
+        log = self._log_dir / "ray-head.log"
+        with log.open("w") as out:
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"ray head exited early ({self._proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                self.shutdown()
+                raise TimeoutError(f"ray head did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        services.find_gcs_addresses.cache_clear()
+
+    def shutdown(self, timeout: float = 60) -> None:
+        """SIGTERM to the head's process group (the head, its autoscaler and the fake workers),
+        SIGKILL after ``timeout``. Never ``ray stop``."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        import ray._private.services as services
+
+        services.find_gcs_addresses.cache_clear()
+
+
+if __name__ == "__main__":
+    print(json.dumps(FakeAutoscalingCluster(log_dir=tempfile.gettempdir())._config, indent=2))
