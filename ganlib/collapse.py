@@ -21,7 +21,7 @@ OK, COLLAPSED, DIVERGED = "ok", "collapsed", "diverged"
 class CollapseRules:
     # critic estimate / gradient norm blowing up relative to its own recent history
     blowup_factor: float = 50.0  # value > factor * median of the last `blowup_window`
-    blowup_window: int = 5
+    blowup_window: int = 5  # evaluations; 0 disables the rule
     blowup_floor: float = 1e-3  # medians below this are taken as this (avoid 0 * factor)
     # vanilla GAN: D wins outright; the minimax generator's gradient then vanishes
     saturation_loss_d: float = 0.05  # loss_d below this (a perfect D has loss 0)
@@ -76,8 +76,21 @@ class CollapseDetector:
             verdict = self._check(metrics, params_finite)
             if verdict is not None:
                 self.status, self.reason = verdict
-        self.history.append(metrics)
+        # No rule looks further back than the blow-up window: keep no more (and checkpoint no more).
+        self.history = [*self.history, metrics][-max(self.rules.blowup_window, 1):]
         return self.status, self.reason
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only (``torch.load(weights_only=True)`` reads them back)."""
+        history = [{k: v for k, v in m.items() if isinstance(v, (int, float, str))} for m in self.history]
+        return {"history": history, "status": self.status, "reason": self.reason, "best": self._best,
+                "since_best": self._since_best, "saturated_for": self._saturated_for}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.status, self.reason = state["status"], state["reason"]
+        self._best, self._since_best = state["best"], state["since_best"]
+        self._saturated_for = state["saturated_for"]
 
     # -- the rules, in order of severity ------------------------------------------------------
     def _check(self, m: dict[str, Any], params_finite: bool) -> tuple[str, str] | None:
@@ -87,7 +100,7 @@ class CollapseDetector:
             return DIVERGED, f"non-finite {', '.join(bad)} at step {m.get('step')}"
         if not params_finite:
             return DIVERGED, f"non-finite network parameters at step {m.get('step')}"
-        for name in ("w_critic", "grad_norm_d", "grad_norm_g"):
+        for name in ("w_critic", "grad_norm_d", "grad_norm_g") if r.blowup_window else ():  # 0 disables
             recent = [abs(h[name]) for h in self.history[-r.blowup_window:] if name in h]
             if name in m and len(recent) >= min(3, r.blowup_window):
                 reference = max(statistics.median(recent), r.blowup_floor)

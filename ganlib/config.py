@@ -44,8 +44,8 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
 STRUCTURAL = ("dataset", "data_root", "loss", "model", "width", "depth", "z_dim", "d_norm",
               "g_norm", "batch_size", "optimizer", "seed")
 HYPERPARAMS = ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "momentum", "clip", "gp_lambda")
-RUNTIME = ("steps", "eval_every", "checkpoint_every", "eval_samples", "device", "download", "collapse",
-           "stop_on_collapse")
+RUNTIME = ("steps", "eval_every", "checkpoint_every", "eval_samples", "inception_weights", "device", "download",
+           "collapse", "stop_on_collapse")
 
 
 class ConfigError(ValueError):
@@ -87,6 +87,7 @@ class GanConfig:
     eval_every: int = 100
     checkpoint_every: int | None = None  # defaults to eval_every
     eval_samples: int = 2048  # generated samples per evaluation, fixed for a sweep
+    inception_weights: str | None = None  # local pytorch-fid Inception file: FID features for other images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     download: bool = False  # torchvision datasets: only download when explicitly asked
     collapse: dict = field(default_factory=dict)  # CollapseRules thresholds, e.g. {"warmup_steps": 200}

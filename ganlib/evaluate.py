@@ -1,64 +1,137 @@
 """Metrics of a trainer at an evaluation: computed on fixed evaluation noise and on the
-dataset's held-out set, never on training batches."""
+dataset's held-out set, never on training batches.
+
+Every evaluation reports, where they apply:
+
+* ``w_critic`` (WGAN families): E f(x) - E f(G(z)) with x from the HELD-OUT set;
+  ``d_real`` / ``d_fake`` (GAN): the discriminator's mean probabilities;
+* ``w1`` (2-D data): exact W1 by optimal transport against a fixed held-out subset;
+* ``swd``: sliced W1 against the held-out set (any dimension);
+* ``fid`` / ``kid`` in the feature space of ``feature_extractor`` (identity for vector data);
+* ``diversity`` (images): mean pairwise feature distance of the fakes over the real one's;
+* ``modes`` / ``hq`` / ``rkl`` (mixtures);
+* ``w_critic_corr``: Spearman correlation of ``w_critic`` with ``w1`` (``swd`` where there is
+  no ``w1``) over the run's evaluations so far: how well the critic tracks the distance.
+
+Then the collapse detector's verdict (``status``, ``reason``) and the sweep ``objective``.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from .collapse import OK, CollapseDetector, CollapseRules
+from .metrics.diversity import mean_pairwise_distance
+from .metrics.features import cache_dir, feature_extractor_for
+from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid, kid
 from .metrics.modes import mode_stats
+from .metrics.wasserstein import ConvergenceError, rank_correlation, swd, w1_exact, w_critic
 from .trainer import Trainer
 
 # A collapsed or diverged trial reports this as its objective: finite, so Optuna's sampler
 # learns to avoid the region (a NaN result is dropped by Tune's OptunaSearch), and worse than
 # any healthy score of the primary metrics (w1 / swd / fid are far below it on our data).
 PENALTY = 1e3
+SWD_PROJECTIONS = 128
+KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000
+DIVERSITY_SAMPLES = 1000
+W1_MAX_ITER = 1_000_000
+_DISK_CACHES: dict[str, FeatureStats] = {}
 
 
-def primary_metric(trainer: Trainer) -> tuple[str, str]:
-    """(name, mode) of the metric a sweep optimises for this data."""
-    if trainer.data.kind == "image":
+def _real_stats_cache(extractor) -> FeatureStats:
+    """Real statistics of the costly extractor (Inception) are also kept on disk, shared by the
+    trials of a machine; identity / small-CNN features are recomputed once per process."""
+    if not extractor.name.startswith("inception"):
+        return DEFAULT_CACHE
+    folder = str(cache_dir() / "stats")
+    return _DISK_CACHES.setdefault(folder, FeatureStats(folder))
+
+
+def primary_metric(data) -> tuple[str, str]:
+    """(name, mode) of the metric a sweep optimises for this data: ``fid`` for images, exact
+    ``w1`` for 2-D data, ``swd`` for other vectors. All are distances: lower is better."""
+    if data.kind == "image":
         return "fid", "min"
-    return ("w1", "min") if trainer.data.sample_shape == (2,) else ("swd", "min")
+    return ("w1", "min") if data.sample_shape == (2,) else ("swd", "min")
 
 
 class Evaluator:
-    """Built once per run, so anything expensive about the real data is computed once."""
+    """Built once per run: the feature extractor and the real data's statistics are computed
+    once (per process: the statistics are cached by dataset, extractor and sample count)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
-        self.data = trainer.data
-        self.primary, self.mode = primary_metric(trainer)
-        self.feature_extractor = "identity"  # names the feature space of fid / kid / diversity
-        n_modes = None if self.data.centers is None else len(self.data.centers)
+        self.data = data = trainer.data
+        self.primary, self.mode = primary_metric(data)
+        extractor = feature_extractor_for(data.name, data.kind, inception_path=trainer.cfg.inception_weights)
+        self.extractor = extractor.to(trainer.device)
+        self.feature_extractor = extractor.name  # logged as a tag: scores of other extractors don't compare
+        self.real = _real_stats_cache(extractor).get(f"{data.name}/heldout", data.heldout, self.extractor)
+        self.real_diversity = mean_pairwise_distance(self.real.features, DIVERSITY_SAMPLES)
+        # Exact W1 on n x n points against a FIXED real subset: its small-sample bias depends
+        # on n only, and n (eval_samples) is fixed for a sweep.
+        self.w1_real = data.heldout[:trainer.cfg.eval_samples] if data.sample_shape == (2,) else None
+        self.corr_reference = "w1" if self.w1_real is not None else "swd"
+        self.w_pairs: list[tuple[float, float]] = []  # (w_critic, reference) per evaluation
+        n_modes = None if data.centers is None else len(data.centers)
         self.detector = CollapseDetector(CollapseRules.from_dict(trainer.cfg.collapse), self.primary, self.mode,
                                          n_modes)
 
+    # -- the metrics ----------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        fake = self.trainer.sample(self.trainer.cfg.eval_samples)
+        trainer, data = self.trainer, self.data
+        fake = trainer.sample(trainer.cfg.eval_samples)
         metrics = self._critic_metrics(fake)
-        if self.data.centers is not None:
-            metrics.update(mode_stats(fake, self.data.centers, self.data.std))
+        if data.centers is not None:
+            metrics.update(mode_stats(fake, data.centers, data.std))
+        if self.w1_real is not None:
+            n = min(len(fake), len(self.w1_real))
+            metrics["w1"] = self._w1(fake[:n], self.w1_real[:n])
+        metrics["swd"] = swd(fake, data.heldout, n_projections=SWD_PROJECTIONS, seed=0)
+        metrics.update(self._feature_metrics(fake))
+        if "w_critic" in metrics:
+            self.w_pairs.append((metrics["w_critic"], metrics[self.corr_reference]))
+            corr = rank_correlation(*zip(*self.w_pairs, strict=True))
+            if math.isfinite(corr):  # undefined before 3 evaluations: absent, not NaN (NaN means diverged)
+                metrics["w_critic_corr"] = corr
         return metrics
+
+    @staticmethod
+    def _w1(fake: torch.Tensor, real: torch.Tensor) -> float:
+        try:
+            return w1_exact(fake, real, max_iter=W1_MAX_ITER)
+        except ConvergenceError:  # rare degenerate point clouds: one more try, then the error stands
+            return w1_exact(fake, real, max_iter=20 * W1_MAX_ITER)
+
+    def _feature_metrics(self, fake: torch.Tensor) -> dict[str, float]:
+        features = extract_features(self.extractor, fake)
+        if not torch.isfinite(features).all():
+            return {"fid": math.nan, "kid": math.nan}
+        out = {"fid": fid(features, self.real),
+               "kid": kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)}
+        if self.data.kind == "image":
+            out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
+        return out
 
     @torch.no_grad()
     def _critic_metrics(self, fake: torch.Tensor) -> dict[str, float]:
-        """WGAN families: the critic's estimate E f(x) - E f(G(z)) on HELD-OUT real data.
-        GAN: the discriminator's mean probabilities, which the saturation rule watches."""
-        trainer = self.trainer
-        critic = trainer.critic
-        was_training = critic.training
+        """WGAN families: the critic's W1 estimate on HELD-OUT real data. GAN: the
+        discriminator's mean probabilities, which the saturation rule watches."""
+        trainer, heldout = self.trainer, self.data.heldout
+        if trainer.cfg.is_wasserstein:
+            return {"w_critic": w_critic(trainer.critic, heldout, fake)}
+        critic, was_training = trainer.critic, trainer.critic.training
         critic.eval()
         try:
-            real_out = critic(self.data.heldout.to(trainer.device)).double()
-            fake_out = critic(fake.to(trainer.device)).double()
+            d_real = torch.sigmoid(critic(heldout.to(trainer.device)).double()).mean().item()
+            d_fake = torch.sigmoid(critic(fake.to(trainer.device)).double()).mean().item()
         finally:
             critic.train(was_training)
-        if trainer.cfg.is_wasserstein:
-            return {"w_critic": (real_out.mean() - fake_out.mean()).item()}
-        return {"d_real": torch.sigmoid(real_out).mean().item(), "d_fake": torch.sigmoid(fake_out).mean().item()}
+        return {"d_real": d_real, "d_fake": d_fake}
 
     def __call__(self, train_metrics: dict[str, float]) -> dict[str, float | str]:
         """Evaluation metrics merged with ``train_metrics``, plus the collapse verdict
@@ -70,3 +143,11 @@ class Evaluator:
         healthy = status == OK and value is not None and math.isfinite(value)
         objective = value if healthy else (PENALTY if self.mode == "min" else -PENALTY)
         return {**metrics, "status": status, "reason": reason, "objective": objective}
+
+    # -- checkpoints: a resumed run continues its correlation and its collapse rules ------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"w_pairs": [list(p) for p in self.w_pairs], "detector": self.detector.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.w_pairs = [(float(a), float(b)) for a, b in state["w_pairs"]]
+        self.detector.load_state_dict(state["detector"])

@@ -58,10 +58,12 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
     ``observers`` are called as ``observer(trainer, metrics, evaluator)`` at each evaluation,
     before ``report`` (which may not return under Tune when the trial is stopped)."""
     trainer = Trainer(config, data)
+    evaluate = Evaluator(trainer)
     if resume is not None:
         trainer.load_state_dict(resume, allow_hparam_change=allow_hparam_change)
+        if "evaluation" in resume:
+            evaluate.load_state_dict(resume["evaluation"])
     cfg = trainer.cfg
-    evaluate = Evaluator(trainer)
     means, throughput = _RunningMeans(), Throughput(trainer)
     while trainer.step < cfg.steps:
         means.add(trainer.train_step())
@@ -75,7 +77,7 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
         save = step % cfg.checkpoint_every == 0 or step == cfg.steps or stop
         for observe in observers:
             observe(trainer, metrics, evaluate)
-        report(metrics, trainer.state_dict() if save else None)
+        report(metrics, {**trainer.state_dict(), "evaluation": evaluate.state_dict()} if save else None)
         if stop:
             break
         throughput.reset()
