@@ -1,20 +1,20 @@
-"""Real local servers for the end-to-end tests, bound to 127.0.0.1 and stopped by PID."""
+"""Real local servers for the end-to-end tests, started and stopped through the project's own
+scripts (infra/local/ray-head.sh, infra/local/mlflow-server.sh): bound to 127.0.0.1, state
+and PID files in the test's folder, stopped by PID (never `ray stop`)."""
 
 from __future__ import annotations
 
 import os
-import secrets
-import signal
+import shlex
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+LOCAL = REPO / "infra" / "local"
 
 
 def free_port() -> int:
@@ -23,78 +23,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} server exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (401 under Ray's token authentication): it is up
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def server_env(token_file: Path | None = None) -> dict[str, str]:
-    """The environment of the servers and of the CLI that talks to them. With ``token_file``,
-    Ray's token authentication reads the cluster token from it (`ray start` does not create one,
-    unlike `ray.init()`)."""
+def base_env(run_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of the scripts: this interpreter's ray / mlflow, state under run_dir."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "token"}
-    if token_file is not None:
-        env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+           "MLFLOW_DISABLE_TELEMETRY": "true", "GANLIB_PYTHON": sys.executable, "GANLIB_RUN_DIR": str(run_dir)}
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):  # nothing inherited by chance
+        env.pop(key, None)
+    env.update(extra)
     return env
 
 
-def write_token(folder: Path) -> Path:
-    path = folder / "ray_auth_token"
-    path.write_text(secrets.token_hex(32))
-    path.chmod(0o600)
-    return path
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `export K=V` lines a start script writes for its clients."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+def run_script(script: str, action: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(LOCAL / script), action], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        raise RuntimeError(f"{proc.args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 @contextmanager
-def mlflow_server(folder: Path):
-    """`mlflow server` with a SQLite store and proxied artifacts, one worker (the default
-    15 processes take 3.6 GB)."""
-    port, log = free_port(), folder / "mlflow.log"
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log.open("w"), stderr=subprocess.STDOUT, env=server_env(), start_new_session=True)
+def mlflow_server(folder: Path, **settings: str):
+    """infra/local/mlflow-server.sh with a SQLite store and proxied artifacts under ``folder``,
+    one worker. Yields (tracking URI, PID, client env)."""
+    run_dir = folder / "run"
+    env = base_env(run_dir, MLFLOW_PORT=str(free_port()), MLFLOW_WORKERS="1",
+                   MLFLOW_BACKEND_STORE_URI=f"sqlite:///{folder}/mlflow.db",
+                   MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), **settings)
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc, 120, log)
-        yield f"http://127.0.0.1:{port}", proc.pid
+        _checked(run_script("mlflow-server.sh", "start", env))
+        pid = int((run_dir / "mlflow" / "server.pid").read_text())
+        client_env = {**env, **read_env_file(run_dir / "mlflow" / "env")}
+        yield client_env["MLFLOW_TRACKING_URI"], pid, client_env
     finally:
-        _stop(proc)
+        _checked(run_script("mlflow-server.sh", "stop", env))
 
 
 @contextmanager
-def ray_head(folder: Path, num_cpus: int = 2):
-    """`ray start --head --block`: one process that owns the cluster, so stopping it by PID
-    stops this cluster only (`ray stop` would kill every Ray process on the machine)."""
-    port, dash, log = free_port(), free_port(), folder / "ray-head.log"
-    env = server_env(write_token(folder))
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", str(num_cpus),
-         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--node-ip-address", "127.0.0.1"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+def ray_head(folder: Path, num_cpus: int = 2, **settings: str):
+    """infra/local/ray-head.sh: one `ray start --head --block` process group with token
+    authentication, stopped by PID. Yields (dashboard URL, PID, env for the Ray CLI)."""
+    run_dir = folder / "run"
+    env = base_env(run_dir, RAY_HEAD_PORT=str(free_port()), RAY_DASHBOARD_PORT=str(free_port()),
+                   RAY_DASHBOARD_AGENT_PORT=str(free_port()), RAY_CLIENT_SERVER_PORT=str(free_port()),
+                   RAY_HEAD_NUM_CPUS=str(num_cpus), **settings)
     try:
-        _wait(f"http://127.0.0.1:{dash}/api/version", proc, 120, log)
-        yield f"http://127.0.0.1:{dash}", proc.pid, env
+        _checked(run_script("ray-head.sh", "start", env))
+        pid = int((run_dir / "ray" / "head.pid").read_text())
+        client_env = {**env, **read_env_file(run_dir / "ray" / "env")}
+        yield client_env["RAY_API_SERVER_ADDRESS"], pid, client_env
     finally:
-        _stop(proc)
+        _checked(run_script("ray-head.sh", "stop", env))

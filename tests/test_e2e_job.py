@@ -1,5 +1,6 @@
 """End to end as a user runs it: `ray job submit -- python sweeps/wgan_clip.py` against a real
-Ray head, logging to a real MLflow tracking server; both started here and stopped by PID."""
+Ray head, logging to a real MLflow tracking server; both started and stopped by PID through
+infra/local/ray-head.sh and infra/local/mlflow-server.sh."""
 
 import os
 import subprocess
@@ -13,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
-    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid), ray_head(tmp_path) as (dashboard, ray_pid, ray_env):
+    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid, _), ray_head(tmp_path) as (dashboard, ray_pid, ray_env):
         proc = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
              "python", "sweeps/wgan_clip.py", "--preset", "smoke", "--num-trials", "2", "--device", "cpu",
@@ -35,6 +36,6 @@ def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
             assert client.get_metric_history(child.info.run_id, "loss_d")
         # artifacts went through the server's proxy into its artifact folder
         assert any((tmp_path / "artifacts").rglob("trials.parquet"))
-    for pid in (mlflow_pid, ray_pid):  # both servers are gone
+    for pid in (mlflow_pid, ray_pid):  # both servers are gone, with every process of their groups
         with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+            os.killpg(pid, 0)
