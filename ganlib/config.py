@@ -86,7 +86,7 @@ class GanConfig:
     steps: int = 1000  # generator iterations
     eval_every: int = 100
     checkpoint_every: int | None = None  # defaults to eval_every
-    eval_samples: int = 2048  # generated samples per evaluation, fixed for a sweep
+    eval_samples: int = 1024  # generated samples per evaluation, fixed for a sweep
     inception_weights: str | None = None  # local pytorch-fid Inception file: FID features for other images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     download: bool = False  # torchvision datasets: only download when explicitly asked

@@ -26,7 +26,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # GPU cluster (paper: the paper-scale budgets of the large GAN studies).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(num_trials=4, steps=40, eval_every=10, eval_samples=512, max_concurrent=2, width=32),
-    "default": dict(num_trials=16, steps=600, eval_every=50, eval_samples=1024, max_concurrent=2, width=128),
+    "default": dict(num_trials=16, steps=2000, eval_every=100, eval_samples=1024, max_concurrent=2, width=128),
     "paper": dict(num_trials=200, steps=20000, eval_every=500, eval_samples=10000, max_concurrent=None,
                   width=None),
 }
@@ -42,6 +42,7 @@ class SweepSettings:
     space: str
     dataset: str = "ring8"
     data_root: str | None = None
+    inception_weights: str | None = None
     preset: str = "default"
     num_trials: int | None = None
     steps: int | None = None
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or a YAML path")
     p.add_argument("--dataset", default="ring8", help="ring8, grid25, swissroll, digits, mnist, ..., parquet:URI")
     p.add_argument("--data-root", help="local folder of a torchvision dataset")
+    p.add_argument("--inception-weights", help="local pytorch-fid Inception-v3 weights file: the FID features of "
+                                               "image data other than digits / mnist / fashion_mnist")
     p.add_argument("--preset", choices=list(PRESETS), default="default")
     p.add_argument("--num-trials", type=int)
     p.add_argument("--steps", type=int, help="generator iterations per trial (the budget)")
@@ -108,6 +111,7 @@ def _check_range(name: str, value: Any, low: float, allowed: str) -> None:
 def preflight(settings: SweepSettings):
     """Everything that can be checked before Ray starts. Returns (space, base trial config)."""
     from .data import load_dataset
+    from .metrics.features import feature_extractor_for
     from .spaces import SpaceError, load_space
 
     _check_range("num_trials", settings.num_trials, 1, "an integer >= 1")
@@ -118,7 +122,8 @@ def preflight(settings: SweepSettings):
         space = load_space(settings.space)
     except (SpaceError, FileNotFoundError) as err:
         raise PreflightError(str(err)) from None
-    base = {k: v for k, v in dict(dataset=settings.dataset, data_root=settings.data_root, steps=settings.steps,
+    base = {k: v for k, v in dict(dataset=settings.dataset, data_root=settings.data_root,
+                                  inception_weights=settings.inception_weights, steps=settings.steps,
                                   eval_every=settings.eval_every, checkpoint_every=settings.eval_every,
                                   eval_samples=settings.eval_samples, width=settings.width, seed=settings.seed,
                                   device=settings.device).items() if v is not None}
@@ -128,9 +133,13 @@ def preflight(settings: SweepSettings):
     except ValueError as err:
         raise PreflightError(f"sweep settings: {err}") from None
     try:
-        load_dataset(settings.dataset, settings.data_root)
+        data = load_dataset(settings.dataset, settings.data_root)
     except (OSError, ValueError) as err:
         raise PreflightError(f"dataset {settings.dataset!r} is not reachable: {err}") from None
+    try:  # the FID features: committed, trained once per machine, or a local Inception file
+        feature_extractor_for(data.name, data.kind, inception_path=settings.inception_weights)
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
     _check_storage(settings.storage_path)  # leaves nothing behind; the tracking check may create the store
     _check_tracking(settings.tracking_uri)
     return space, base

@@ -92,3 +92,13 @@ def test_smoke_sweep_logs_parent_children_and_tells_optuna_the_penalty(local_ray
     assert {"report/trials.parquet", "report/trials.csv", "report/best_config.json"} <= artifacts
     assert "report/objective_vs_lr_d.png" in artifacts
     assert summary["best"]["config"]["lr_d"] != 0.01
+
+
+def test_preflight_names_a_missing_feature_extractor(tmp_path, monkeypatch):
+    from test_features import _fake_mnist
+
+    monkeypatch.setenv("GANLIB_CACHE", str(tmp_path / "cache"))  # no LeNet weights trained here
+    _fake_mnist(tmp_path / "data")
+    with pytest.raises(PreflightError, match=r"(?s)no feature extractor for dataset 'mnist'.*train_features mnist"):
+        preflight(settings(tmp_path / "sweep", dataset="mnist", data_root=str(tmp_path / "data")))
+    assert not (tmp_path / "sweep").exists()
