@@ -249,8 +249,13 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         # PBT drives the search itself (Tune refuses a searcher beside it): start the population
         # from the space's own sampler, paper defaults first.
         points = [{**space.fixed, **c} for c in space.sample_configs(settings.num_trials, seed=settings.seed)]
-        search_alg = BasicVariantGenerator(points_to_evaluate=points)
+        # Every key of a point must exist in the param space; None is GanConfig's "unset", which
+        # a conditional setting (beta1 without adam) must be.
+        param_space.update({key: None for point in points for key in point if key not in param_space})
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=settings.max_concurrent or 0)
+        max_concurrent = None  # the generator limits it (Tune ignores the TuneConfig value here)
     else:
+        max_concurrent = settings.max_concurrent
         search_alg = OptunaSearch(space=space.define_by_run, metric="objective", mode=mode,
                                   points_to_evaluate=[{**p} for p in space.start_points()], seed=settings.seed,
                                   study_name=settings.name)
@@ -267,7 +272,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config, tune_config=tune.TuneConfig(
             metric="objective", mode=mode, search_alg=search_alg, scheduler=scheduler,
-            num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent))
+            num_samples=settings.num_trials, max_concurrent_trials=max_concurrent))
     results = tuner.fit()
     study = getattr(search_alg, "_ot_study", None)  # what the Optuna sampler was told, per trial
     told = [{"state": t.state.name, "value": t.value, **t.params} for t in study.trials] if study else []

@@ -102,3 +102,20 @@ def test_preflight_names_a_missing_feature_extractor(tmp_path, monkeypatch):
     with pytest.raises(PreflightError, match=r"(?s)no feature extractor for dataset 'mnist'.*train_features mnist"):
         preflight(settings(tmp_path / "sweep", dataset="mnist", data_root=str(tmp_path / "data")))
     assert not (tmp_path / "sweep").exists()
+
+
+def test_pbt_exploit_applies_the_restoring_trials_learning_rates(local_ray, tmp_path):
+    """Under PBT an exploited trial restarts from a donor's checkpoint with mutated values; the
+    learning rates live in its optimizers must be its own config's from the first step after
+    the restore (Ray's DCGAN PBT example only applies them after the next exploit)."""
+    config = settings(tmp_path, scheduler="pbt", num_trials=4, steps=40, eval_every=10, max_concurrent=4)
+    run_sweep(config)
+    from ray.tune import ExperimentAnalysis
+
+    histories = ExperimentAnalysis(f"{config.storage_path}/{config.name}").trial_dataframes.values()
+    assert len(histories) == 4
+    perturbed = 0
+    for df in histories:
+        assert (df["opt_lr_d"] == df["config/lr_d"]).all() and (df["opt_lr_g"] == df["config/lr_g"]).all()
+        perturbed += df["config/lr_d"].nunique() > 1
+    assert perturbed >= 1  # at least one trial was exploited and continued under new values
