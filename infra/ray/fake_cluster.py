@@ -1,4 +1,4 @@
-"""A local autoscaling Ray cluster built from infra/ray/local-fake-multinode.yaml.
+"""A local autoscaling Ray cluster with the node types of infra/ray/aws-gpu.yaml, scaled down.
 
 Ray's ``ray.cluster_utils.AutoscalingCluster`` runs the fake multinode provider: worker "nodes"
 are extra raylets on this machine, launched and removed by the real autoscaler. Two things stop
@@ -6,26 +6,30 @@ it from being used as is with the Ray 2.60 wheel on a shared machine:
 
 1. Its constructor reads ``ray/autoscaler/_private/fake_multi_node/example.yaml`` as the base
    config, and ``prepare_config()`` reads the same file as the provider defaults; the wheel does
-   not ship it (FileNotFoundError). Here our YAML, a complete config, takes its place.
+   not ship it (FileNotFoundError). Here local-fake-multinode.yaml, a complete config, takes its
+   place, and ``scaled_down()`` puts the launcher config's node types into it.
 2. Its ``start()`` and ``shutdown()`` run ``ray stop --force``, which kills EVERY Ray process on
    the machine. ``FakeAutoscalingCluster`` starts the head as one ``ray start --head --block``
-   process in its own session and stops that process group by PID (as tests/servers.py does);
-   the fake workers are children of the head's autoscaler (and fate-share with it), so they go
-   with it. Nothing here calls ``ray stop``.
+   process in its own session and stops that process group by PID (as infra/local/ray-head.sh
+   does); the fake workers are started by the head's autoscaler inside that process group, so
+   they go with it. Nothing here calls ``ray stop``.
+
+Like infra/local/ray-head.sh, the cluster listens on 127.0.0.1 only and has Ray's token
+authentication on (``cluster.env`` is the environment its clients need).
 
 Use from a test::
 
     cluster = FakeAutoscalingCluster(log_dir=tmp_path)
     cluster.start()
     try:
-        ray.init(address=cluster.address)   # or: ray job submit --address cluster.dashboard_url
-        ...
+        subprocess.run(["ray", "job", "submit", "--address", cluster.dashboard_url, "--", ...],
+                       env=cluster.env)
     finally:
         cluster.shutdown()
 
 The head offers 0 CPUs, so every trial makes the autoscaler add a ``ray.worker.cpu`` or
-``ray.worker.gpu`` node ({CPU: 1} / {CPU: 1, GPU: 1}; the GPU is a fake resource). Only the
-config building is covered by tests/test_infra_configs.py; ``start()`` has not been run yet.
+``ray.worker.gpu`` node ({CPU: 1} / {CPU: 1, GPU: 1}; the GPU is a fake resource, no CUDA).
+tests/test_infra_autoscaling.py runs a sweep on it.
 
 ``python infra/ray/fake_cluster.py`` prints the generated autoscaler config (starts nothing).
 """
@@ -35,12 +39,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +57,14 @@ import yaml
 from ray.cluster_utils import AutoscalingCluster
 
 FAKE_CONFIG = Path(__file__).resolve().with_name("local-fake-multinode.yaml")
+AWS_CONFIG = Path(__file__).resolve().with_name("aws-gpu.yaml")
+# What one fake node may hold: each is a raylet + agents on this machine (about 0.5 GB).
+FAKE_NODE_CPUS, FAKE_NODE_GPUS, FAKE_MAX_WORKERS_PER_TYPE = 1, 1, 2
+FAKE_OBJECT_STORE_BYTES = 200_000_000
 # The fake provider hard-codes the head's node type name (FAKE_HEAD_NODE_TYPE).
 HEAD_NODE_TYPE = "ray.head.default"
 _PROVIDER = "fake_multinode"
+LOOPBACK = "127.0.0.1"
 
 
 def load_config(path: str | os.PathLike = FAKE_CONFIG) -> dict[str, Any]:
@@ -93,6 +104,36 @@ def prepared_config(path: str | os.PathLike = FAKE_CONFIG) -> dict[str, Any]:
     return config
 
 
+def scaled_down(launcher_config: dict[str, Any], base: str | os.PathLike = FAKE_CONFIG) -> dict[str, Any]:
+    """A fake-multinode config with the node types of a real launcher config (``ray up`` YAML),
+    resources scaled down to this machine: the same type names and head type, the head's CPU
+    count kept (0: it runs no trials), every worker type at most 1 CPU / 1 GPU and
+    ``FAKE_MAX_WORKERS_PER_TYPE`` nodes, ``min_workers`` kept. Provider, timeouts and the rest
+    come from ``base`` (local-fake-multinode.yaml)."""
+    config = load_config(base)
+    head_type = launcher_config["head_node_type"]
+    if head_type != HEAD_NODE_TYPE:
+        raise ValueError(f"the fake provider needs the head node type to be named {HEAD_NODE_TYPE!r}")
+    node_types = {}
+    for name, node_type in launcher_config["available_node_types"].items():
+        resources = dict(node_type.get("resources", {}))
+        if name == head_type:
+            scaled = {"resources": {**resources, "object_store_memory": FAKE_OBJECT_STORE_BYTES}, "node_config": {},
+                      "max_workers": 0}
+        else:
+            if "CPU" in resources:
+                resources["CPU"] = min(resources["CPU"], FAKE_NODE_CPUS)
+            if "GPU" in resources:
+                resources["GPU"] = min(resources["GPU"], FAKE_NODE_GPUS)
+            scaled = {"resources": {**resources, "object_store_memory": FAKE_OBJECT_STORE_BYTES}, "node_config": {},
+                      "min_workers": node_type.get("min_workers", 0),
+                      "max_workers": min(node_type.get("max_workers", FAKE_MAX_WORKERS_PER_TYPE),
+                                         FAKE_MAX_WORKERS_PER_TYPE)}
+        node_types[name] = scaled
+    config["available_node_types"] = node_types
+    return config
+
+
 def cluster_args(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(head_resources, worker_node_types, config_kwargs)``: the arguments of
     ``AutoscalingCluster(head_resources, worker_node_types, **config_kwargs)``."""
@@ -105,7 +146,7 @@ def cluster_args(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
@@ -113,24 +154,28 @@ class FakeAutoscalingCluster(AutoscalingCluster):
     """``AutoscalingCluster`` whose config comes from our YAML and whose start/shutdown touch
     only the cluster it started (see the module docstring)."""
 
-    def __init__(self, config_path: str | os.PathLike = FAKE_CONFIG, *, port: int | None = None,
+    def __init__(self, launcher_config: str | os.PathLike = AWS_CONFIG, *, port: int | None = None,
                  dashboard_port: int | None = None, log_dir: str | os.PathLike | None = None,
                  autoscaler_v2: bool = False, **config_kwargs: Any) -> None:
         if autoscaler_v2:
             # The v2 autoscaler calls prepare_config() inside the head, where the missing
             # example.yaml cannot be substituted.
             raise ValueError("autoscaler_v2 needs the fake provider's example.yaml, which the Ray wheel lacks")
-        self._config_path = Path(config_path)
-        head_resources, worker_node_types, base_kwargs = cluster_args(load_config(self._config_path))
+        with open(launcher_config) as f:
+            self._base_config = scaled_down(yaml.safe_load(f))
+        head_resources, worker_node_types, base_kwargs = cluster_args(self._base_config)
         self.port = port or _free_port()
         self.dashboard_port = dashboard_port or _free_port()
+        # Distinct from every other head on the machine (defaults 52365 / 10001 collide).
+        self.agent_port, self.client_port = _free_port(), _free_port()
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ganlib-fake-cluster-"))
         self._proc: subprocess.Popen | None = None
         super().__init__(head_resources, worker_node_types, autoscaler_v2=False, **{**base_kwargs, **config_kwargs})
 
     def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
-        # AutoscalingCluster._generate_config with our YAML as the base instead of example.yaml.
-        config = load_config(self._config_path)
+        # AutoscalingCluster._generate_config with the scaled-down launcher config as the base
+        # instead of the example.yaml missing from the wheel.
+        config = copy.deepcopy(self._base_config)
         config["available_node_types"] = copy.deepcopy(worker_node_types)
         config["available_node_types"][HEAD_NODE_TYPE] = {
             "resources": copy.deepcopy(head_resources), "node_config": {}, "max_workers": 0}
@@ -145,13 +190,14 @@ class FakeAutoscalingCluster(AutoscalingCluster):
     @property
     def dashboard_url(self) -> str:
         """The dashboard / Jobs API, for ``ray job submit --address ...``."""
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
 
     def head_command(self, config_file: str | os.PathLike) -> list[str]:
         head = dict(self._config["available_node_types"][HEAD_NODE_TYPE]["resources"])
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                f"--autoscaling-config={config_file}", f"--port={self.port}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--dashboard-host={LOOPBACK}", f"--dashboard-port={self.dashboard_port}",
+               f"--dashboard-agent-listen-port={self.agent_port}", f"--ray-client-server-port={self.client_port}",
                f"--num-cpus={head.pop('CPU', 0)}", "--disable-usage-stats"]
         if "GPU" in head:
             cmd.append(f"--num-gpus={head.pop('GPU')}")
@@ -161,22 +207,41 @@ class FakeAutoscalingCluster(AutoscalingCluster):
             cmd.append(f"--resources={json.dumps(head)}")
         return cmd
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of the head and of every client of this cluster (Ray CLI, drivers):
+        token authentication with this cluster's token, the loopback-only node IP."""
+        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(self.token_path), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    @property
+    def token_path(self) -> Path:
+        return self._log_dir / "auth_token"
+
     def start(self, _system_config: dict | None = None, override_env: dict | None = None,
               timeout: float = 120) -> None:
-        """Start the head (autoscaler included) and wait until its dashboard answers."""
+        """Start the head (autoscaler included) and wait until its dashboard answers.
+
+        Every process binds 127.0.0.1 (Ray's single-machine mode keeps the node IP on the
+        loopback, as infra/local/ray-head.sh does) and Ray's token authentication is on with a
+        token made here (`ray start` makes none)."""
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("this cluster is already running")
         import ray._private.services as services
 
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.token_path.exists():
+            self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.chmod(0o600)
         # The fake provider joins workers to <node ip>:6379 unless told the GCS address.
-        self._config["provider"]["gcs_address"] = f"{services.get_node_ip_address()}:{self.port}"
+        self._config["provider"]["gcs_address"] = f"{LOOPBACK}:{self.port}"
         config_file = self._log_dir / "autoscaling-config.json"
         config_file.write_text(json.dumps(self._config))
         cmd = self.head_command(config_file)
         if _system_config is not None:
             cmd.append(f"--system-config={json.dumps(_system_config, separators=(',', ':'))}")
-        env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
-               "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env = {**self.env, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"}
         env.update(override_env or {})
         log = self._log_dir / "ray-head.log"
         with log.open("w") as out:
@@ -186,9 +251,10 @@ class FakeAutoscalingCluster(AutoscalingCluster):
             if self._proc.poll() is not None:
                 raise RuntimeError(f"ray head exited early ({self._proc.returncode}):\n{log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as response:
-                    if response.status == 200:
-                        break
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answered (401 without the token): it is up
             except OSError:
                 pass
             if time.time() > deadline:
@@ -196,6 +262,11 @@ class FakeAutoscalingCluster(AutoscalingCluster):
                 raise TimeoutError(f"ray head did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
         services.find_gcs_addresses.cache_clear()
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the `ray start --head --block` process (its process group id)."""
+        return self._proc.pid if self._proc is not None else None
 
     def shutdown(self, timeout: float = 60) -> None:
         """SIGTERM to the head's process group (the head, its autoscaler and the fake workers),
