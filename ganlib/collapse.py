@@ -27,9 +27,12 @@ class CollapseRules:
     saturation_loss_d: float = 0.05  # loss_d below this (a perfect D has loss 0)
     saturation_d_fake: float = 0.02  # mean D(G(z)) below this
     saturation_patience: int = 3  # consecutive evaluations
-    # mixtures: modes covered at most this fraction of all modes after warm-up
+    # mixtures: at most this fraction of the modes covered while at least `mode_collapse_hq` of the
+    # samples are high quality: precise samples on few modes. (Few modes with hq ~ 0 is a generator
+    # that has not found the data yet: the stall rule and the scheduler judge that, not this one.)
     min_mode_fraction: float = 0.25
-    # images: mean pairwise feature distance of fakes below this fraction of the real one
+    mode_collapse_hq: float = 0.1
+    # all data: mean pairwise (feature) distance of fakes below this fraction of the real one
     min_diversity: float = 0.2
     warmup_steps: int = 500  # mode and diversity rules only apply after this many steps
     # primary metric not improved by `stall_min_delta` (relative) for this many evaluations
@@ -47,7 +50,7 @@ class CollapseRules:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                     kind is int and not isinstance(value, int)) or not math.isfinite(value):
                 raise ConfigError(f"collapse.{key}", value, f"a finite {kind.__name__} >= 0")
-        for key in ("min_mode_fraction", "min_diversity", "saturation_d_fake"):
+        for key in ("min_mode_fraction", "mode_collapse_hq", "min_diversity", "saturation_d_fake"):
             if values.get(key, 0) > 1:
                 raise ConfigError(f"collapse.{key}", values[key], "a number in [0, 1]")
         return cls(**values)
@@ -115,9 +118,11 @@ class CollapseDetector:
                                    f"{m['loss_d']:.3g}, D(G(z)) = {m['d_fake']:.3g}): the generator's gradient "
                                    f"vanishes")
         past_warmup = m.get("step", 0) >= r.warmup_steps
-        if past_warmup and self.n_modes and "modes" in m and m["modes"] <= r.min_mode_fraction * self.n_modes:
-            return COLLAPSED, (f"mode collapse: {m['modes']:g} of {self.n_modes} modes covered at step "
-                               f"{m['step']} (limit {r.min_mode_fraction:g} x {self.n_modes})")
+        if (past_warmup and self.n_modes and "modes" in m and m["modes"] <= r.min_mode_fraction * self.n_modes
+                and m.get("hq", 1.0) >= r.mode_collapse_hq):
+            return COLLAPSED, (f"mode collapse: {m['modes']:g} of {self.n_modes} modes covered by the "
+                               f"{m.get('hq', 1.0):.0%} high-quality samples at step {m['step']} (limit "
+                               f"{r.min_mode_fraction:g} x {self.n_modes})")
         if past_warmup and "diversity" in m and m["diversity"] < r.min_diversity:
             return COLLAPSED, (f"sample diversity {m['diversity']:.3g} of the real data's at step {m['step']} "
                                f"(limit {r.min_diversity:g})")

@@ -9,7 +9,7 @@ Every evaluation reports, where they apply:
 * ``swd``: sliced W1 against a fixed held-out subset (any dimension);
 * ``fid`` in the feature space of ``feature_extractor`` (identity for vector data), and for
   images ``kid`` in the same features;
-* ``diversity`` (images): mean pairwise feature distance of the fakes over the real one's;
+* ``diversity``: mean pairwise feature distance of the fakes over the real one's;
 * ``modes`` / ``hq`` / ``rkl`` (mixtures);
 * ``w_critic_corr``: Spearman correlation of ``w_critic`` with ``w1`` (``swd`` where there is
   no ``w1``) over the run's evaluations so far: how well the critic tracks the distance.
@@ -122,7 +122,7 @@ class Evaluator:
             # KID's cubic kernel is made for normalised network features; on raw 2-D points its
             # value follows the data's scale, and it would cost more than the rest together.
             out["kid"] = kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
-            out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
+        out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
         return out
 
     @torch.no_grad()
@@ -150,7 +150,11 @@ class Evaluator:
         value = metrics.get(self.primary)
         healthy = status == OK and value is not None and math.isfinite(value)
         objective = value if healthy else (PENALTY if self.mode == "min" else -PENALTY)
-        return {**metrics, "status": status, "reason": reason, "objective": objective}
+        metrics.update(status=status, reason=reason, objective=objective)
+        # Tune's progress table shows the first four numeric entries: make them the telling ones.
+        lead = ["step", "objective", self.primary, *(k for k in ("modes", "diversity", "w_critic", "d_fake")
+                                                     if k in metrics)][:4]
+        return {**{k: metrics[k] for k in lead if k in metrics}, **metrics}
 
     # -- checkpoints: a resumed run continues its correlation and its collapse rules ------------
     def state_dict(self) -> dict[str, Any]:

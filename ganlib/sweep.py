@@ -107,6 +107,14 @@ def _check_range(name: str, value: Any, low: float, allowed: str) -> None:
         raise PreflightError(f"--{name.replace('_', '-')} = {value!r} is invalid: allowed {allowed}")
 
 
+def _checkpoint_every(settings: SweepSettings) -> int:
+    """PBT exploits at every evaluation and needs a checkpoint there; otherwise about five per
+    trial (plus the final one) bound the work lost to a failure without flooding the storage."""
+    if settings.scheduler == "pbt":
+        return settings.eval_every
+    return settings.eval_every * max(1, settings.steps // 5 // settings.eval_every)
+
+
 # -- pre-flight ------------------------------------------------------------------------------------
 def preflight(settings: SweepSettings):
     """Everything that can be checked before Ray starts. Returns (space, base trial config)."""
@@ -116,6 +124,7 @@ def preflight(settings: SweepSettings):
 
     _check_range("num_trials", settings.num_trials, 1, "an integer >= 1")
     _check_range("max_concurrent", settings.max_concurrent, 1, "an integer >= 1")
+    _check_range("eval_every", settings.eval_every, 1, "an integer >= 1")
     _check_range("cpus_per_trial", settings.cpus_per_trial, 0, "a number >= 0")
     _check_range("gpus_per_trial", settings.gpus_per_trial, 0, "a number >= 0 (a fraction shares a GPU)")
     try:
@@ -124,7 +133,7 @@ def preflight(settings: SweepSettings):
         raise PreflightError(str(err)) from None
     base = {k: v for k, v in dict(dataset=settings.dataset, data_root=settings.data_root,
                                   inception_weights=settings.inception_weights, steps=settings.steps,
-                                  eval_every=settings.eval_every, checkpoint_every=settings.eval_every,
+                                  eval_every=settings.eval_every, checkpoint_every=_checkpoint_every(settings),
                                   eval_samples=settings.eval_samples, width=settings.width, seed=settings.seed,
                                   device=settings.device).items() if v is not None}
     try:

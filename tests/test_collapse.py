@@ -68,13 +68,21 @@ def test_gan_discriminator_saturation_needs_patience():
 
 
 def test_mode_collapse_only_after_warmup():
-    stream = [dict(m, modes=2) for m in healthy_stream(12)]  # 2 of 8 <= 0.25 * 8
+    stream = [dict(m, modes=2) for m in healthy_stream(12)]  # 2 of 8 <= 0.25 * 8, hq 0.3
     detector = CollapseDetector(CollapseRules(warmup_steps=500), primary="w1", n_modes=8)
     statuses = [detector.update(m)[0] for m in stream]
     assert statuses[:4] == [OK] * 4 and statuses[4] == COLLAPSED and "2 of 8 modes" in detector.reason
 
 
-def test_image_diversity_collapse():
+def test_few_modes_without_high_quality_samples_is_not_mode_collapse():
+    # A generator that has not reached the data yet (hq ~ 0) covers no mode, but it has not
+    # collapsed onto a few: that verdict is the stall rule's, not the mode rule's.
+    stream = [dict(m, modes=0, hq=0.01) for m in healthy_stream(12)]
+    assert run(stream)[0] == OK
+    assert run(stream, CollapseRules(mode_collapse_hq=0.0))[0] == COLLAPSED
+
+
+def test_sample_diversity_collapse():
     stream = [dict(m, diversity=0.9 if i < 7 else 0.05) for i, m in enumerate(healthy_stream(12))]
     status, reason = run(stream)
     assert status == COLLAPSED and "diversity" in reason

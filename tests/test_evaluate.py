@@ -21,9 +21,10 @@ def _history(config, resume=None):
 
 
 @pytest.mark.parametrize("dataset, loss, expected, absent, extractor", [
-    ("ring8", "wgan_gp", {"w_critic", "w1", "swd", "fid", "modes", "hq", "rkl"}, {"diversity", "d_fake", "kid"},
+    ("ring8", "wgan_gp", {"w_critic", "w1", "swd", "fid", "modes", "hq", "rkl", "diversity"}, {"d_fake", "kid"},
      "identity"),
-    ("swissroll", "gan_ns", {"d_real", "d_fake", "w1", "swd", "fid"}, {"w_critic", "modes", "kid"}, "identity"),
+    ("swissroll", "gan_ns", {"d_real", "d_fake", "w1", "swd", "fid", "diversity"}, {"w_critic", "modes", "kid"},
+     "identity"),
     ("digits", "wgan", {"w_critic", "swd", "fid", "kid", "diversity"}, {"w1", "modes"}, "digits_cnn_v1"),
 ])
 def test_metrics_per_kind_of_data(tiny, dataset, loss, expected, absent, extractor):

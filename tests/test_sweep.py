@@ -24,6 +24,7 @@ def settings(tmp_path, **kw):
     (dict(gpus_per_trial=-1.0), "--gpus-per-trial"),
     (dict(dataset="mnist"), "data_root"),
     (dict(steps=0), "'steps' = 0"),
+    (dict(eval_every=0), "--eval-every = 0"),
     (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
     (dict(storage_path="/dev/null/ray"), "not writable"),
 ])
