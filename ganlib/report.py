@@ -56,7 +56,7 @@ def _figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _param_plot(rows, space, name: str) -> bytes:
+def _param_plot(rows, space, name: str, metric: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +68,9 @@ def _param_plot(rows, space, name: str) -> bytes:
     categories = list(space.param(name).choices) if categorical else []
     for status, marker, colour in (("completed", "o", "tab:blue"), ("stopped_early", "o", "0.6"),
                                    ("collapsed", "x", "tab:red"), ("diverged", "x", "tab:purple")):
-        pts = [(r[key], r["objective"]) for r in rows if r["status"] == status and r.get(key) is not None]
+        # The metric's own last value, also for collapsed trials (their objective is the penalty).
+        pts = [(r[key], r[metric]) for r in rows
+               if r["status"] == status and r.get(key) is not None and math.isfinite(r.get(metric, math.nan))]
         if pts:
             xs = [categories.index(x) if categorical else x for x, _ in pts]
             ax.scatter(xs, [y for _, y in pts], marker=marker, c=colour, label=status)
@@ -77,8 +79,8 @@ def _param_plot(rows, space, name: str) -> bytes:
     elif space.is_log(name):
         ax.set_xscale("log")
     ax.set_xlabel(name)
-    ax.set_ylabel("objective (penalty for collapsed / diverged)")
-    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_ylabel(f"{metric} at the trial's last evaluation")
+    ax.set_yscale("log")
     ax.legend(fontsize=7)
     return _figure_png(fig)
 
@@ -102,9 +104,12 @@ def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
 
 
 def write_sweep_report(client, parent_run_id: str, results, space, settings, callback,
-                       optuna_trials: list[dict[str, Any]]) -> dict[str, Any]:
+                       optuna_trials: list[dict[str, Any]], primary: str = "objective") -> dict[str, Any]:
+    """``primary`` names the metric behind the objective (w1, swd or fid), for the summary."""
     rows = trial_rows(results, space, callback.verdicts, settings.steps)
-    summary: dict[str, Any] = {"parent_run_id": parent_run_id, "trials": len(rows), "primary": "objective",
+    metric = primary if primary in ("w1", "swd", "fid") else "objective"
+    summary: dict[str, Any] = {"parent_run_id": parent_run_id, "trials": len(rows), "primary": primary,
+                               "searched": list(space.searched),
                                "by_status": dict(Counter(r["status"] for r in rows)),
                                "optuna_trials": optuna_trials}
     if optuna_trials:
@@ -118,7 +123,8 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, cal
         log_bytes(client, parent_run_id, parquet, f"{REPORT_DIR}/trials.parquet")
         log_bytes(client, parent_run_id, csv, f"{REPORT_DIR}/trials.csv")
         for name in space.searched:
-            log_bytes(client, parent_run_id, _param_plot(rows, space, name), f"{REPORT_DIR}/objective_vs_{name}.png")
+            log_bytes(client, parent_run_id, _param_plot(rows, space, name, metric),
+                      f"{REPORT_DIR}/{metric}_vs_{name}.png")
     ranked = sorted((r for r in rows if r["status"] != "error" and math.isfinite(r["objective"])),
                     key=lambda r: r["objective"])
     if ranked:
@@ -129,7 +135,7 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, cal
         log_bytes(client, parent_run_id, json.dumps(summary["best"], indent=2).encode(),
                   f"{REPORT_DIR}/best_config.json")
         client.set_tag(parent_run_id, "best_trial", best["trial_id"])
-        log_bytes(client, parent_run_id, _curves_plot(results, [r["trial_id"] for r in ranked[:3]], "objective"),
+        log_bytes(client, parent_run_id, _curves_plot(results, [r["trial_id"] for r in ranked[:3]], metric),
                   f"{REPORT_DIR}/learning_curves_best.png")
     log_metrics(client, parent_run_id, {
         "steps_run": steps_run, "steps_budgeted": budget, "compute_saved_fraction": summary["compute_saved"],

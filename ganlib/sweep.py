@@ -117,8 +117,10 @@ def _checkpoint_every(settings: SweepSettings) -> int:
 
 # -- pre-flight ------------------------------------------------------------------------------------
 def preflight(settings: SweepSettings):
-    """Everything that can be checked before Ray starts. Returns (space, base trial config)."""
+    """Everything that can be checked before Ray starts. Returns (space, base trial config,
+    primary metric name)."""
     from .data import load_dataset
+    from .evaluate import primary_metric
     from .metrics.features import feature_extractor_for
     from .spaces import SpaceError, load_space
 
@@ -151,7 +153,7 @@ def preflight(settings: SweepSettings):
         raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
     _check_storage(settings.storage_path)  # leaves nothing behind; the tracking check may create the store
     _check_tracking(settings.tracking_uri)
-    return space, base
+    return space, base, primary_metric(data)[0]
 
 
 def _check_tracking(uri: str) -> None:
@@ -229,7 +231,7 @@ class CollapseStopper(Stopper):
 
 def run_sweep(settings: SweepSettings) -> dict[str, Any]:
     """Pre-flight, then the Tune run, then the sweep report. Returns a summary dict."""
-    space, base = preflight(settings)
+    space, base, primary = preflight(settings)
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -285,7 +287,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
     results = tuner.fit()
     study = getattr(search_alg, "_ot_study", None)  # what the Optuna sampler was told, per trial
     told = [{"state": t.state.name, "value": t.value, **t.params} for t in study.trials] if study else []
-    return write_sweep_report(client, parent_run_id, results, space, settings, callback, told)
+    return write_sweep_report(client, parent_run_id, results, space, settings, callback, told, primary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(f'{n} {s}' for s, n in summary['by_status'].items())})")
     best = summary.get("best")
     if best:
-        print(f"Best {summary['primary']} objective {best['objective']:.4g}: {json.dumps(best['config'])}")
+        searched = {k: v for k, v in best["config"].items() if k in summary["searched"] or k == "loss"}
+        print(f"Best trial {best['trial_id']}: {summary['primary']} = {best['objective']:.4g} with "
+              f"{json.dumps(searched)}")
     print(f"Compute saved by pruning: {summary['compute_saved']:.0%} of the budgeted generator steps")
     print(f"MLflow parent run {summary['parent_run_id']} in experiment {settings.experiment!r} at "
           f"{settings.tracking_uri}")

@@ -91,7 +91,8 @@ def test_smoke_sweep_logs_parent_children_and_tells_optuna_the_penalty(local_ray
 
     artifacts = {a.path for a in client.list_artifacts(parent_id, "report")}
     assert {"report/trials.parquet", "report/trials.csv", "report/best_config.json"} <= artifacts
-    assert "report/objective_vs_lr_d.png" in artifacts
+    assert "report/w1_vs_lr_d.png" in artifacts
+    assert summary["primary"] == "w1" and summary["searched"] == ["lr_d", "lr_g", "n_critic"]
     assert summary["best"]["config"]["lr_d"] != 0.01
 
 
