@@ -23,6 +23,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def group_pids(pgid: int) -> list[int]:
+    """PIDs of the running processes of a process group, from /proc (no name matching).
+    Zombies do not count: where PID 1 reaps no orphans, dead servers stay as zombies."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_alive(pgid: int) -> bool:
+    return bool(group_pids(pgid))
+
+
 def base_env(run_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of the scripts: this interpreter's ray / mlflow, state under run_dir."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",

@@ -1,8 +1,8 @@
 # Shared by infra/local/ray-head.sh and infra/local/mlflow-server.sh (sourced, not run).
 #
 # Every server these scripts start binds 127.0.0.1 only, runs detached in its own session
-# (process group), and is stopped by the PID in its PID file: SIGTERM to that process group,
-# SIGKILL after a grace period. Nothing here uses `ray stop` (it kills every Ray process on the
+# (process group), and is stopped by the PID in its PID file: SIGTERM to that PID, then to its
+# process group, SIGKILL after a grace period. Nothing here uses `ray stop` (it kills every Ray process on the
 # machine, other people's included) or a name-based kill.
 
 set -euo pipefail
@@ -25,13 +25,28 @@ export PATH="$BIN_DIR:$PATH"
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# proc_state PID -> the process state letter (R, S, Z, ...); fails when there is no such process
+proc_state() {
+  local rest
+  rest="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null)" || return 1
+  echo "${rest%% *}"
+}
+
+# group_alive PGID : succeeds while a process of the group is running. Zombies do not count:
+# where PID 1 reaps no orphans (some containers), dead servers stay as zombies.
+group_alive() {
+  # (cat fails when a process exits mid-read: never let that decide, whatever pipefail says)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | sed 's/.*) //' | awk -v g="$1" '$3 == g && $1 != "Z" { found = 1 } END { exit !found }'
+}
+
 # pid_alive PIDFILE -> prints the PID and succeeds when that process is running
 pid_alive() {
-  local pid
+  local pid state
   [[ -f "$1" ]] || return 1
   pid="$(cat "$1")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(proc_state "$pid")" || return 1
+  [[ "$state" != Z ]] || return 1
   echo "$pid"
 }
 
@@ -69,10 +84,16 @@ PY
   die "$url did not answer within $timeout s (log: $log)"
 }
 
-# stop_group PIDFILE [GRACE] : SIGTERM the process group of the PID, SIGKILL after GRACE s
+# stop_group PIDFILE [GRACE] : SIGTERM to the PID (the session leader: `ray start --block` then
+# shuts its node down in order, `mlflow server` its workers), then whatever of its process group
+# is still running after GRACE s gets SIGTERM, and SIGKILL 5 s later. (SIGTERM to the whole
+# group at once makes `ray start` wait for a GCS that is shutting down too: 30 s instead of 3.)
 stop_group() {
   local pidfile="$1" grace="${2:-30}" pid deadline
   if ! pid="$(pid_alive "$pidfile")"; then
+    if [[ -f "$pidfile" && "$(cat "$pidfile")" =~ ^[0-9]+$ ]] && group_alive "$(cat "$pidfile")"; then
+      kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true  # a leftover of a leader that died
+    fi
     rm -f "$pidfile"
     return 0
   fi
@@ -80,12 +101,18 @@ stop_group() {
   if [[ "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f4)" != "$pid" ]]; then
     die "PID $pid in $pidfile is not the session leader this script started; not touching it"
   fi
-  kill -TERM -- "-$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + grace))
-  while kill -0 -- "-$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
-  if kill -0 -- "-$pid" 2>/dev/null; then
+  while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+  if group_alive "$pid"; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 5))
+    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+  fi
+  if group_alive "$pid"; then
     kill -KILL -- "-$pid" 2>/dev/null || true
-    sleep 0.5
+    deadline=$((SECONDS + 10))
+    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
   fi
   rm -f "$pidfile"
 }
