@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run ui test test-all lint bench clean
+.PHONY: run ui servers-up servers-down test test-all test-infra lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,29 @@ run: $(VENV)/.installed  ## the main job: the wgan_clip sweep on the embedded de
 ui: $(VENV)/.installed  ## the MLflow UI over the default local store, on 127.0.0.1 only
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+servers-up: $(VENV)/.installed  ## a local MLflow server and Ray head on 127.0.0.1 (state in .run/)
+	infra/local/mlflow-server.sh start
+	infra/local/ray-head.sh start
+
+servers-down:
+	-infra/local/ray-head.sh stop
+	-infra/local/mlflow-server.sh stop
+
 test: $(VENV)/.installed  ## the default test run (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-infra: $(VENV)/.installed  ## launcher / manifest / image checks, local servers, fake autoscaling cluster
+	$(PY) -m pytest tests/test_infra_configs.py tests/test_infra_local_scripts.py tests/test_infra_autoscaling.py \
+		tests/test_e2e_job.py $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check ganlib sweeps tests bench
+	$(VENV)/bin/ruff check ganlib sweeps tests bench infra
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: $(VENV)/.installed  ## benchmarks: ratios measured side by side (docs/metrics.md has the figures)
+	$(PY) bench/eval_cost.py

@@ -68,7 +68,8 @@ class SweepSettings:
                 setattr(self, key, value)
         self.experiment = self.experiment or f"ganlib-{Path(self.space).stem}"
         self.name = self.name or f"{Path(self.space).stem}-{self.dataset.replace(':', '_').replace('/', '_')}"
-        self.storage_path = self.storage_path or str(PROJECT_DIR / "ray_results")
+        self.storage_path = (self.storage_path or os.environ.get("GANLIB_STORAGE_PATH")
+                             or str(PROJECT_DIR / "ray_results"))
         self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
         self.tracking_uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
             f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default: ganlib-<space>)")
-    p.add_argument("--storage-path", help="Tune storage: a local folder, or shared storage / s3:// on a cluster")
+    p.add_argument("--storage-path", help="Tune storage: a local folder, or shared storage / s3:// on a cluster "
+                                          "(default: $GANLIB_STORAGE_PATH, else ./ray_results)")
     p.add_argument("--name", help="sweep name (Tune experiment folder; default <space>-<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--seed", type=int, default=0)
