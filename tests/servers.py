@@ -15,32 +15,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOCAL = REPO / "infra" / "local"
+sys.path.insert(0, str(REPO / "infra" / "ray"))
+from fake_cluster import group_alive, group_pids  # noqa: E402,F401 - one /proc reader for every test
+
+
+def sweep_runs(tracking_uri: str, experiment: str = "ganlib-wgan_clip"):
+    """(parent run, child runs) of the one sweep logged in ``experiment``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def group_pids(pgid: int) -> list[int]:
-    """PIDs of the running processes of a process group, from /proc (no name matching).
-    Zombies do not count: where PID 1 reaps no orphans, dead servers stay as zombies."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def group_alive(pgid: int) -> bool:
-    return bool(group_pids(pgid))
 
 
 def base_env(run_dir: Path, **extra: str) -> dict[str, str]:

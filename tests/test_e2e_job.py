@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from servers import BIN, group_alive, mlflow_server, ray_head
+from servers import BIN, group_alive, mlflow_server, ray_head, sweep_runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,10 +23,7 @@ def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
         assert "Sweep 'wgan_clip-ring8' finished" in proc.stdout
 
         client = MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name("ganlib-wgan_clip")
-        runs = client.search_runs([experiment.experiment_id])
-        [parent] = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        parent, children = sweep_runs(tracking_uri)
         assert len(children) == 2
         for child in children:
             assert child.data.params["loss"] == "wgan" and "clip" in child.data.params

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import yaml
-from mlflow.tracking import MlflowClient
-from servers import BIN, REPO, mlflow_server
+from servers import BIN, REPO, mlflow_server, sweep_runs
 
 sys.path.insert(0, str(REPO / "infra" / "ray"))
 from fake_cluster import (  # noqa: E402
@@ -129,11 +128,7 @@ def test_sweep_scales_gpu_workers_up_and_down(tmp_path):
             assert all(node in workers for node in trial_nodes.values()), (trial_nodes, list(workers))
 
             # The sweep's MLflow runs: a parent and one child per trial.
-            client = MlflowClient(tracking_uri)
-            experiment = client.get_experiment_by_name("ganlib-wgan_clip")
-            runs = client.search_runs([experiment.experiment_id])
-            [parent] = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
-            children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+            parent, children = sweep_runs(tracking_uri)
             assert len(children) == 2
             assert {c.data.tags.get("ray_trial_id") for c in children} == set(trial_pids)
 

@@ -116,3 +116,16 @@ stop_group() {
   fi
   rm -f "$pidfile"
 }
+
+# main NAME PIDFILE ENVFILE STOP_TIMEOUT COMMAND : the start|stop|status command line of a
+# server script, whose own start() starts the server.
+main() {
+  local name="$1" pidfile="$2" envfile="$3" stop_timeout="$4" pid
+  case "${5:-}" in
+    start) start ;;
+    stop) stop_group "$pidfile" "$stop_timeout"; rm -f "$envfile"; echo "$name stopped" ;;
+    status)
+      if pid="$(pid_alive "$pidfile")"; then echo "running (PID $pid)"; else echo "not running"; exit 3; fi ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  esac
+}

@@ -76,10 +76,4 @@ ENV
   echo "Clients: source $ENVFILE"
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_group "$PIDFILE" "${MLFLOW_STOP_TIMEOUT:-30}"; rm -f "$ENVFILE"; echo "MLflow server stopped" ;;
-  status)
-    if pid="$(pid_alive "$PIDFILE")"; then echo "running (PID $pid)"; else echo "not running"; exit 3; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+main "MLflow server" "$PIDFILE" "$ENVFILE" "${MLFLOW_STOP_TIMEOUT:-30}" "${1:-}"
