@@ -81,7 +81,8 @@ def _param_plot(rows, space, name: str, metric: str) -> bytes:
     ax.set_xlabel(name)
     ax.set_ylabel(f"{metric} at the trial's last evaluation")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (e.g. no finite value): no legend
+        ax.legend(fontsize=7)
     return _figure_png(fig)
 
 
@@ -99,7 +100,8 @@ def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
             ax.plot(df["step"], df[metric], label=trial_id)
     ax.set_xlabel("generator step")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (e.g. no finite value): no legend
+        ax.legend(fontsize=7)
     return _figure_png(fig)
 
 

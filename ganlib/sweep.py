@@ -277,7 +277,9 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
     run_config = tune.RunConfig(
         name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(), callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=1),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+        # PBT exploiters restore other trials' checkpoints: keep enough that none is deleted
+        # before it is copied (Tune warns at <= 2).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings.scheduler == "pbt" else 2), verbose=1)
     experiment_path = f"{settings.storage_path.rstrip('/')}/{settings.name}"
     if settings.resume and tune.Tuner.can_restore(experiment_path):
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
