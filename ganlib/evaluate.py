@@ -27,9 +27,9 @@ import torch
 from .collapse import OK, CollapseDetector, CollapseRules
 from .metrics.diversity import mean_pairwise_distance
 from .metrics.features import cache_dir, feature_extractor_for
-from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid, kid
+from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid_kid_of_features
 from .metrics.modes import mode_stats
-from .metrics.wasserstein import ConvergenceError, rank_correlation, swd, w1_exact, w_critic
+from .metrics.wasserstein import ConvergenceError, critic_outputs, rank_correlation, swd, w1_exact, w_critic
 from .trainer import Trainer
 
 # A collapsed or diverged trial reports this as its objective: finite, so Optuna's sampler
@@ -115,31 +115,22 @@ class Evaluator:
 
     def _feature_metrics(self, fake: torch.Tensor) -> dict[str, float]:
         features = extract_features(self.extractor, fake)
-        if not torch.isfinite(features).all():
-            return {"fid": math.nan, "kid": math.nan}
-        out = {"fid": fid(features, self.real)}
-        if self.data.kind == "image":
-            # KID's cubic kernel is made for normalised network features; on raw 2-D points its
-            # value follows the data's scale, and it would cost more than the rest together.
-            out["kid"] = kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
-        out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
+        # KID's cubic kernel is made for normalised network features; on raw 2-D points its value
+        # follows the data's scale, and it would cost more than the rest together: images only.
+        out = fid_kid_of_features(self.real, features, with_kid=self.data.kind == "image", kid_subsets=KID_SUBSETS,
+                                  kid_subset_size=KID_SUBSET_SIZE, seed=0)
+        if math.isfinite(out["fid"]):
+            out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
         return out
 
-    @torch.no_grad()
     def _critic_metrics(self, fake: torch.Tensor) -> dict[str, float]:
         """WGAN families: the critic's W1 estimate on HELD-OUT real data. GAN: the
         discriminator's mean probabilities, which the saturation rule watches."""
-        trainer, heldout = self.trainer, self.data.heldout
-        if trainer.cfg.is_wasserstein:
-            return {"w_critic": w_critic(trainer.critic, heldout, fake)}
-        critic, was_training = trainer.critic, trainer.critic.training
-        critic.eval()
-        try:
-            d_real = torch.sigmoid(critic(heldout.to(trainer.device)).double()).mean().item()
-            d_fake = torch.sigmoid(critic(fake.to(trainer.device)).double()).mean().item()
-        finally:
-            critic.train(was_training)
-        return {"d_real": d_real, "d_fake": d_fake}
+        critic, heldout = self.trainer.critic, self.data.heldout
+        if self.trainer.cfg.is_wasserstein:
+            return {"w_critic": w_critic(critic, heldout, fake)}
+        real_out, fake_out = critic_outputs(critic, heldout, fake)
+        return {"d_real": torch.sigmoid(real_out).mean().item(), "d_fake": torch.sigmoid(fake_out).mean().item()}
 
     def __call__(self, train_metrics: dict[str, float]) -> dict[str, float | str]:
         """Evaluation metrics merged with ``train_metrics``, plus the collapse verdict

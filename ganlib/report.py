@@ -106,10 +106,9 @@ def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
 
 
 def write_sweep_report(client, parent_run_id: str, results, space, settings, callback,
-                       optuna_trials: list[dict[str, Any]], primary: str = "objective") -> dict[str, Any]:
-    """``primary`` names the metric behind the objective (w1, swd or fid), for the summary."""
+                       optuna_trials: list[dict[str, Any]], primary: str) -> dict[str, Any]:
+    """``primary`` names the metric behind the objective (w1, swd or fid): the plots show it."""
     rows = trial_rows(results, space, callback.verdicts, settings.steps)
-    metric = primary if primary in ("w1", "swd", "fid") else "objective"
     summary: dict[str, Any] = {"parent_run_id": parent_run_id, "trials": len(rows), "primary": primary,
                                "searched": list(space.searched),
                                "by_status": dict(Counter(r["status"] for r in rows)),
@@ -125,8 +124,8 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, cal
         log_bytes(client, parent_run_id, parquet, f"{REPORT_DIR}/trials.parquet")
         log_bytes(client, parent_run_id, csv, f"{REPORT_DIR}/trials.csv")
         for name in space.searched:
-            log_bytes(client, parent_run_id, _param_plot(rows, space, name, metric),
-                      f"{REPORT_DIR}/{metric}_vs_{name}.png")
+            log_bytes(client, parent_run_id, _param_plot(rows, space, name, primary),
+                      f"{REPORT_DIR}/{primary}_vs_{name}.png")
     ranked = sorted((r for r in rows if r["status"] != "error" and math.isfinite(r["objective"])),
                     key=lambda r: r["objective"])
     if ranked:
@@ -137,7 +136,7 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, cal
         log_bytes(client, parent_run_id, json.dumps(summary["best"], indent=2).encode(),
                   f"{REPORT_DIR}/best_config.json")
         client.set_tag(parent_run_id, "best_trial", best["trial_id"])
-        log_bytes(client, parent_run_id, _curves_plot(results, [r["trial_id"] for r in ranked[:3]], metric),
+        log_bytes(client, parent_run_id, _curves_plot(results, [r["trial_id"] for r in ranked[:3]], primary),
                   f"{REPORT_DIR}/learning_curves_best.png")
     log_metrics(client, parent_run_id, {
         "steps_run": steps_run, "steps_budgeted": budget, "compute_saved_fraction": summary["compute_saved"],

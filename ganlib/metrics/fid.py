@@ -148,8 +148,18 @@ def fid_kid(real_x: Tensor, fake_x: Tensor, extractor: nn.Module, real_stats_cac
         real = FeatureSet.of(extract_features(extractor, real_x, batch_size))
     else:
         real = (cache if cache is not None else DEFAULT_CACHE).get(real_stats_cache_key, real_x, extractor, batch_size)
-    fake = extract_features(extractor, fake_x, batch_size)
+    return fid_kid_of_features(real, extract_features(extractor, fake_x, batch_size), kid_subsets=kid_subsets,
+                               kid_subset_size=kid_subset_size, seed=seed)
+
+
+def fid_kid_of_features(real: FeatureSet, fake: Tensor, *, with_kid: bool = True, kid_subsets: int = 100,
+                        kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """{"fid", "kid"} of already extracted (N, d) ``fake`` features against ``real``'s; NaN for
+    non-finite features (a diverged generator). ``with_kid=False`` leaves KID out."""
+    names = ("fid", "kid") if with_kid else ("fid",)
     if not torch.isfinite(fake).all():
-        return {"fid": math.nan, "kid": math.nan}
-    return {"fid": fid(fake, real),
-            "kid": kid(real.features, fake, kid_subsets, kid_subset_size, seed)}
+        return dict.fromkeys(names, math.nan)
+    scores = {"fid": fid(fake, real)}
+    if with_kid:
+        scores["kid"] = kid(real.features, fake, kid_subsets, kid_subset_size, seed)
+    return scores

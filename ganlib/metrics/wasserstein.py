@@ -76,20 +76,24 @@ def swd(x, y, n_projections: int = 256, seed: int = 0) -> float:
     return float(ot.sliced_wasserstein_distance(xs, ys, n_projections=n_projections, p=1, seed=seed))
 
 
-def w_critic(critic: nn.Module, heldout_real: torch.Tensor, fake: torch.Tensor) -> float:
-    """mean critic(heldout_real) - mean critic(fake): the critic's W1 estimate.
-
-    Uses held-out real data, never the training batches the critic was fitted on (on those its
-    estimate is biased upward). Evaluated in eval mode under no_grad; the mode is restored."""
+def critic_outputs(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(critic(real), critic(fake)) in float64, in eval mode under no_grad; the mode is restored."""
     device = next(critic.parameters(), torch.empty(0)).device
     was_training = critic.training
     critic.eval()
     try:
         with torch.no_grad():
-            real_out = critic(heldout_real.to(device)).double()
-            fake_out = critic(fake.to(device)).double()
+            return critic(real.to(device)).double(), critic(fake.to(device)).double()
     finally:
         critic.train(was_training)
+
+
+def w_critic(critic: nn.Module, heldout_real: torch.Tensor, fake: torch.Tensor) -> float:
+    """mean critic(heldout_real) - mean critic(fake): the critic's W1 estimate.
+
+    Uses held-out real data, never the training batches the critic was fitted on (on those its
+    estimate is biased upward). Evaluated in eval mode under no_grad; the mode is restored."""
+    real_out, fake_out = critic_outputs(critic, heldout_real, fake)
     return float(real_out.mean() - fake_out.mean())
 
 
