@@ -44,5 +44,5 @@ lint: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-bench: $(VENV)/.installed  ## benchmarks: ratios measured side by side (docs/metrics.md has the figures)
+bench: $(VENV)/.installed  ## benchmarks: ratios measured side by side (figures in docs/benchmarks.md)
 	$(PY) bench/eval_cost.py
