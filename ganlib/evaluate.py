@@ -1,41 +1,50 @@
-"""Metrics of a trainer at an evaluation: computed on fixed evaluation noise and on the
-dataset's held-out set, never on training batches.
+"""Metrics of a trainer at an evaluation, computed on fixed evaluation noise and on the
+dataset's held-out set (never on training batches), the collapse verdict, and the run's score.
 
 Every evaluation reports, where they apply:
 
-* ``w_critic`` (WGAN families): E f(x) - E f(G(z)) with x from the HELD-OUT set;
-  ``d_real`` / ``d_fake`` (GAN): the discriminator's mean probabilities;
-* ``w1`` (2-D data): exact W1 by optimal transport against a fixed held-out subset;
+* the critic's reading of held-out data and fakes, by loss: ``w_critic`` (Wasserstein),
+  ``d_real`` / ``d_fake`` (the GAN losses: probabilities; least squares: raw scores);
 * ``swd``: sliced W1 against a fixed held-out subset (any dimension);
-* ``fid`` in the feature space of ``feature_extractor`` (identity for vector data), and for
-  images ``kid`` in the same features;
+* ``fid`` in the feature space of ``feature_extractor`` (identity for vector data);
 * ``diversity``: mean pairwise feature distance of the fakes over the real one's;
 * ``modes`` / ``hq`` / ``rkl`` (mixtures);
 * ``w_critic_corr``: Spearman correlation of ``w_critic`` with ``w1`` (``swd`` where there is
-  no ``w1``) over the run's evaluations so far: how well the critic tracks the distance.
+  no ``w1``) over the run's scored evaluations so far: how well the critic tracks the distance.
 
-Then the collapse detector's verdict (``status``, ``reason``) and the sweep ``objective``.
+A **scored** evaluation (every ``score_every`` steps, at every ``checkpoint_steps`` step and at
+the last step) adds the costly ones: ``w1`` (exact optimal transport, 2-D data) and ``kid``
+(images); the primary metric (``w1``, ``fid`` or ``swd``) is read there and the run's score
+updated:
+
+* ``score``: the mean primary metric over the last ``score_window`` scored evaluations (one
+  lucky evaluation does not make a run);
+* ``objective``: the best score so far, what schedulers and the searcher compare; a collapsed
+  or diverged run reports ``penalty`` instead, which is worse than any healthy score: 10x the
+  divergence ceiling (``CollapseRules.ceiling_factor`` x ``baseline``, the primary metric of a
+  generator that puts every sample at the data mean), above which no run counts as healthy.
+
+Then the collapse detector's verdict: ``status`` (ok, stalled, collapsed, diverged) and ``reason``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from typing import Any
 
 import torch
 
-from .collapse import OK, CollapseDetector, CollapseRules
+from .collapse import FAILED, CollapseDetector
 from .metrics.diversity import mean_pairwise_distance
 from .metrics.features import cache_dir, feature_extractor_for
-from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid_kid_of_features
+from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid, kid
 from .metrics.modes import mode_stats
-from .metrics.wasserstein import ConvergenceError, critic_outputs, rank_correlation, swd, w1_exact, w_critic
-from .trainer import Trainer
+from .metrics.wasserstein import ConvergenceError, SlicedW1, critic_outputs, rank_correlation, w1_exact
+from .trainer import GENERATOR_KEYS, CheckpointError, Trainer, load_checkpoint
 
-# A collapsed or diverged trial reports this as its objective: finite, so Optuna's sampler
-# learns to avoid the region (a NaN result is dropped by Tune's OptunaSearch), and worse than
-# any healthy score of the primary metrics (w1 / swd / fid are far below it on our data).
-PENALTY = 1e3
 SWD_PROJECTIONS = 64
 KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000
 DIVERSITY_SAMPLES = 1000
@@ -43,7 +52,9 @@ DIVERSITY_SAMPLES = 1000
 # 2 cores (bench/eval_cost.py). Beyond this many points w1 uses the first W1_MAX_POINTS fakes.
 W1_MAX_POINTS = 2048
 W1_MAX_ITER = 1_000_000
+PENALTY_FACTOR = 10.0  # a failed run's objective: this many times the divergence ceiling
 _DISK_CACHES: dict[str, FeatureStats] = {}
+_BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
 
 
 def _real_stats_cache(extractor) -> FeatureStats:
@@ -55,56 +66,77 @@ def _real_stats_cache(extractor) -> FeatureStats:
     return _DISK_CACHES.setdefault(folder, FeatureStats(folder))
 
 
-def primary_metric(data) -> tuple[str, str]:
-    """(name, mode) of the metric a sweep optimises for this data: ``fid`` for images, exact
-    ``w1`` for 2-D data, ``swd`` for other vectors. All are distances: lower is better."""
+def primary_metric(data) -> str:
+    """The metric a run is scored on for this data: ``fid`` for images, exact ``w1`` for 2-D
+    data, ``swd`` for other vectors. All are distances: lower is better."""
     if data.kind == "image":
-        return "fid", "min"
-    return ("w1", "min") if data.sample_shape == (2,) else ("swd", "min")
+        return "fid"
+    return "w1" if data.sample_shape == (2,) else "swd"
 
 
 class Evaluator:
-    """Built once per run: the feature extractor and the real data's statistics are computed
-    once (per process: the statistics are cached by dataset, extractor and sample count)."""
+    """Built once per run: the feature extractor, the real data's statistics and the baseline
+    are computed once (per process: they are cached by dataset, extractor and sample count)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
         self.data = data = trainer.data
-        self.primary, self.mode = primary_metric(data)
-        extractor = feature_extractor_for(data.name, data.kind, inception_path=trainer.cfg.inception_weights)
+        cfg = trainer.cfg
+        self.primary = primary_metric(data)
+        extractor = feature_extractor_for(data.name, data.kind, inception_path=cfg.inception_weights)
         self.extractor = extractor.to(trainer.device)
         self.feature_extractor = extractor.name  # logged as a tag: scores of other extractors don't compare
         self.real = _real_stats_cache(extractor).get(f"{data.name}/heldout", data.heldout, self.extractor)
         self.real_diversity = mean_pairwise_distance(self.real.features, DIVERSITY_SAMPLES)
         # Distances against a FIXED real subset of the size of the fake set: the small-sample
         # bias of an empirical W1 depends on that size only, and eval_samples is fixed for a sweep.
-        n = trainer.cfg.eval_samples
-        self.swd_real = data.heldout[:n]
+        n = cfg.eval_samples
+        self.swd = SlicedW1(data.heldout[:n], n_projections=SWD_PROJECTIONS, seed=0)
         self.w1_real = data.heldout[:min(n, W1_MAX_POINTS)] if data.sample_shape == (2,) else None
         self.corr_reference = "w1" if self.w1_real is not None else "swd"
-        self.w_pairs: list[tuple[float, float]] = []  # (w_critic, reference) per evaluation
+        self.w_pairs: list[tuple[float, float]] = []  # (w_critic, reference) per scored evaluation
+        self.primary_history: list[float] = []  # the primary metric at each scored evaluation
+        self.score = math.nan  # the score at the last scored evaluation
+        self.best: dict[str, Any] | None = None  # {"step", "score", "generator"} at the best score
+        self.baseline = self._baseline()
+        rules = cfg.rules
+        self.penalty = PENALTY_FACTOR * rules.ceiling_factor * self.baseline
         n_modes = None if data.centers is None else len(data.centers)
-        self.detector = CollapseDetector(CollapseRules.from_dict(trainer.cfg.collapse), self.primary, self.mode,
-                                         n_modes)
+        self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates)
 
     # -- the metrics ----------------------------------------------------------------------------
-    def metrics(self) -> dict[str, float]:
-        trainer, data = self.trainer, self.data
-        fake = trainer.sample(trainer.cfg.eval_samples)
-        metrics = self._critic_metrics(fake)
+    def metrics(self, scored: bool = True) -> dict[str, float]:
+        """Every metric of one evaluation; ``scored`` adds the costly ones (``w1``, ``kid``)."""
+        fake = self.trainer.sample(self.trainer.cfg.eval_samples)
+        return self._metrics_of(fake, scored, with_critic=True)
+
+    def _metrics_of(self, fake: torch.Tensor, scored: bool, with_critic: bool) -> dict[str, float]:
+        data = self.data
+        metrics = self._critic_metrics(fake) if with_critic else {}
         if data.centers is not None:
             metrics.update(mode_stats(fake, data.centers, data.std))
-        if self.w1_real is not None:
+        if scored and self.w1_real is not None:
             n = min(len(fake), len(self.w1_real))
             metrics["w1"] = self._w1(fake[:n], self.w1_real[:n])
-        metrics["swd"] = swd(fake, self.swd_real, n_projections=SWD_PROJECTIONS, seed=0)
-        metrics.update(self._feature_metrics(fake))
-        if "w_critic" in metrics:
-            self.w_pairs.append((metrics["w_critic"], metrics[self.corr_reference]))
-            corr = rank_correlation(*zip(*self.w_pairs, strict=True))
-            if math.isfinite(corr):  # undefined before 3 evaluations: absent, not NaN (NaN means diverged)
-                metrics["w_critic_corr"] = corr
+        metrics["swd"] = self.swd(fake)
+        features = extract_features(self.extractor, fake)
+        metrics["fid"] = fid(features, self.real)
+        if math.isfinite(metrics["fid"]):
+            metrics["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
+        # KID's cubic kernel is made for normalised network features; on raw 2-D points its value
+        # follows the data's scale, and it would cost more than the rest together: images only.
+        if scored and data.kind == "image":
+            metrics["kid"] = kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
         return metrics
+
+    def _baseline(self) -> float:
+        """The primary metric of the best constant generator: every sample at the data mean."""
+        cfg, data = self.trainer.cfg, self.data
+        key = (data.name, self.feature_extractor, cfg.eval_samples)
+        if key not in _BASELINES:
+            constant = data.heldout.mean(0, keepdim=True).expand(cfg.eval_samples, *data.sample_shape)
+            _BASELINES[key] = self._metrics_of(constant.contiguous(), scored=True, with_critic=False)[self.primary]
+        return _BASELINES[key]
 
     @staticmethod
     def _w1(fake: torch.Tensor, real: torch.Tensor) -> float:
@@ -113,44 +145,114 @@ class Evaluator:
         except ConvergenceError:  # rare degenerate point clouds: one more try, then the error stands
             return w1_exact(fake, real, max_iter=20 * W1_MAX_ITER)
 
-    def _feature_metrics(self, fake: torch.Tensor) -> dict[str, float]:
-        features = extract_features(self.extractor, fake)
-        # KID's cubic kernel is made for normalised network features; on raw 2-D points its value
-        # follows the data's scale, and it would cost more than the rest together: images only.
-        out = fid_kid_of_features(self.real, features, with_kid=self.data.kind == "image", kid_subsets=KID_SUBSETS,
-                                  kid_subset_size=KID_SUBSET_SIZE, seed=0)
-        if math.isfinite(out["fid"]):
-            out["diversity"] = mean_pairwise_distance(features, DIVERSITY_SAMPLES) / self.real_diversity
-        return out
-
     def _critic_metrics(self, fake: torch.Tensor) -> dict[str, float]:
-        """WGAN families: the critic's W1 estimate on HELD-OUT real data. GAN: the
-        discriminator's mean probabilities, which the saturation rule watches."""
-        critic, heldout = self.trainer.critic, self.data.heldout
-        if self.trainer.cfg.is_wasserstein:
-            return {"w_critic": w_critic(critic, heldout, fake)}
-        real_out, fake_out = critic_outputs(critic, heldout, fake)
-        return {"d_real": torch.sigmoid(real_out).mean().item(), "d_fake": torch.sigmoid(fake_out).mean().item()}
+        """The critic's outputs on HELD-OUT real data and on the fakes, read as the loss reads them."""
+        real_out, fake_out = critic_outputs(self.trainer.critic, self.data.heldout, fake)
+        return self.trainer.loss.describe(real_out, fake_out)
 
-    def __call__(self, train_metrics: dict[str, float]) -> dict[str, float | str]:
-        """Evaluation metrics merged with ``train_metrics``, plus the collapse verdict
-        (``status``, ``reason``) and the sweep ``objective``."""
-        metrics = {**train_metrics, **self.metrics()}
+    def is_scored(self, step: int) -> bool:
+        """Scored evaluations: the first, every ``score_every`` steps, the scheduler's
+        ``checkpoint_steps`` and the last step (so every result carries a defined objective)."""
+        cfg = self.trainer.cfg
+        return (not self.primary_history or step % cfg.score_every == 0 or step in cfg.checkpoint_steps
+                or step >= cfg.steps)
+
+    def __call__(self, train_metrics: dict[str, float], scored: bool | None = None) -> dict[str, float | str]:
+        """Evaluation metrics merged with ``train_metrics`` (which hold ``step``), plus the
+        ``score``, the verdict (``status``, ``reason``) and the ``objective``. Between scored
+        evaluations the score and objective are those of the last scored one."""
+        step = int(train_metrics["step"])
+        scored = self.is_scored(step) if scored is None else scored
+        metrics = {**train_metrics, **self.metrics(scored)}
+        window = self.trainer.cfg.score_window
+        if scored:
+            self.primary_history.append(metrics[self.primary])
+            recent = self.primary_history[-window:]
+            self.score = sum(recent) / len(recent)
+            if "w_critic" in metrics:
+                self.w_pairs.append((metrics["w_critic"], metrics[self.corr_reference]))
+                corr = rank_correlation(*zip(*self.w_pairs, strict=True))
+                if math.isfinite(corr):  # undefined before 3 evaluations: absent, not NaN (NaN means diverged)
+                    metrics["w_critic_corr"] = corr
+        if scored or self.primary_history:
+            metrics["score"] = self.score
         params_finite = all(torch.isfinite(p).all() for p in self.trainer.generator.parameters())
         status, reason = self.detector.update(metrics, params_finite)
-        value = metrics.get(self.primary)
-        healthy = status == OK and value is not None and math.isfinite(value)
-        objective = value if healthy else (PENALTY if self.mode == "min" else -PENALTY)
-        metrics.update(status=status, reason=reason, objective=objective)
+        if status in FAILED:
+            metrics["score"] = metrics["objective"] = self.penalty
+        else:
+            if scored and (self.best is None or self.score < self.best["score"]):
+                self._keep_best(step, self.score)
+            metrics["objective"] = self.best["score"]
+        metrics.update(status=status, reason=reason, scored=scored)
         # Tune's progress table shows the first four numeric entries: make them the telling ones.
         lead = ["step", "objective", self.primary, *(k for k in ("modes", "diversity", "w_critic", "d_fake")
                                                      if k in metrics)][:4]
         return {**{k: metrics[k] for k in lead if k in metrics}, **metrics}
 
-    # -- checkpoints: a resumed run continues its correlation and its collapse rules ------------
+    def _keep_best(self, step: int, score: float) -> None:
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.trainer.generator.state_dict().items()}
+        self.best = {"step": step, "score": score, "generator": weights}
+
+    # -- checkpoints: a resumed run continues its score, its correlation and its rules ---------
     def state_dict(self) -> dict[str, Any]:
-        return {"w_pairs": [list(p) for p in self.w_pairs], "detector": self.detector.state_dict()}
+        return {"w_pairs": [list(p) for p in self.w_pairs], "primary_history": list(self.primary_history),
+                "best": self.best, "detector": self.detector.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.w_pairs = [(float(a), float(b)) for a, b in state["w_pairs"]]
+        self.primary_history = [float(v) for v in state.get("primary_history", [])]
+        recent = self.primary_history[-self.trainer.cfg.score_window:]
+        self.score = sum(recent) / len(recent) if recent else math.nan
+        self.best = state.get("best")
         self.detector.load_state_dict(state["detector"])
+
+
+# -- command line: re-score a saved generator offline ----------------------------------------------
+def evaluate_checkpoint(state: dict[str, Any], eval_samples: int | None = None, which: str = "last",
+                        device: str = "cpu") -> dict[str, Any]:
+    """Every metric of a checkpoint's generator (``which``: its last weights, or ``best``, those of
+    its best score), on ``eval_samples`` generated samples (default: the run's own) against the
+    same held-out set a sweep uses."""
+    from .config import normalize_saved_config
+
+    config = {k: v for k, v in normalize_saved_config(state["config"]).items() if v is not None}
+    config.update(device=device, **({"eval_samples": eval_samples} if eval_samples else {}))
+    trainer = Trainer(config)
+    generator = state["generator"]
+    if which == "best":
+        best = (state.get("evaluation") or {}).get("best")
+        if not best:
+            raise ValueError("this checkpoint holds no best-score weights (written before any scored evaluation)")
+        generator = best["generator"]
+    trainer.generator.load_state_dict(generator)
+    evaluator = Evaluator(trainer)
+    metrics = evaluator._metrics_of(trainer.sample(trainer.cfg.eval_samples), scored=True, with_critic=False)
+    return {"step": int(state["step"]), "weights": which, "eval_samples": trainer.cfg.eval_samples,
+            "primary": evaluator.primary, "feature_extractor": evaluator.feature_extractor,
+            "baseline": evaluator.baseline, **metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ganlib.evaluate",
+                                     description="Re-score a saved generator (a checkpoint.pt or generator.pt).")
+    parser.add_argument("checkpoint", help="a checkpoint written by a run or a sweep")
+    parser.add_argument("--eval-samples", type=int, help="generated samples (default: the run's eval_samples)")
+    parser.add_argument("--weights", choices=("last", "best"), default="last",
+                        help="the last weights, or those of the run's best score")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.eval_samples is not None and args.eval_samples < 2:
+        parser.error(f"--eval-samples = {args.eval_samples} is invalid: allowed an integer >= 2")
+    try:
+        state = load_checkpoint(args.checkpoint, keys=GENERATOR_KEYS)
+        result = evaluate_checkpoint(state, args.eval_samples, args.weights, args.device)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,7 @@ from .collapse import OK
 from .config import GanConfig
 from .data import Dataset
 from .evaluate import Evaluator
-from .trainer import StepStats, Throughput, Trainer
+from .trainer import CheckpointError, StepStats, Throughput, Trainer, load_checkpoint  # noqa: F401 (re-exported)
 
 # report(metrics, checkpoint_state_or_None). The state is a dict for torch.save.
 Reporter = Callable[[dict[str, Any], dict[str, Any] | None], None]
@@ -68,26 +68,34 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
     while trainer.step < cfg.steps:
         means.add(trainer.train_step())
         step = trainer.step
-        if step % cfg.eval_every and step != cfg.steps:
+        if step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps:
             continue
         # The optimizers' live learning rates: under PBT they show the schedule actually applied.
         live = {"opt_lr_d": trainer.opt_d.param_groups[0]["lr"], "opt_lr_g": trainer.opt_g.param_groups[0]["lr"]}
         metrics = evaluate({"step": step, **means.pop(), "samples_per_s": throughput.rate(), **live})
         stop = cfg.stop_on_collapse and metrics["status"] != OK
-        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or stop
+        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or stop
         for observe in observers:
             observe(trainer, metrics, evaluate)
-        report(metrics, {**trainer.state_dict(), "evaluation": evaluate.state_dict()} if save else None)
+        report(metrics, checkpoint_state(trainer, evaluate) if save else None)
         if stop:
             break
         throughput.reset()
     return trainer
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``torch.save(trainer.state_dict(), path)``; tensors only, no
-    code is unpickled."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+SAMPLES_IN_CHECKPOINT = 1000
+
+
+def checkpoint_state(trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
+    """What a checkpoint holds: the trainer's full state, the evaluation state (score history,
+    detector, best-score generator weights) and a few generated samples to plot (so whoever
+    reads the checkpoint can show the generator without building it)."""
+    n = min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT)
+    return {**trainer.state_dict(), "evaluation": evaluate.state_dict(), "samples": trainer.sample(n)}
+
+
+
 
 
 # -- command line ------------------------------------------------------------------------------

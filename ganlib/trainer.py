@@ -1,29 +1,59 @@
-"""One training loop for every family: per generator iteration, ``n_critic`` critic (or
-discriminator) steps, each on a fresh real batch and fresh noise, then one generator step.
+"""One training loop for every configuration: per generator iteration, ``n_critic`` critic
+(or discriminator) steps, each on a fresh real batch and fresh noise, then one generator step.
 
-The family only chooses the loss pair (``losses.py``) and the critic constraint
-(``penalties.py``): clipping after every critic update for WGAN, the gradient penalty in the
-critic loss for WGAN-GP, nothing for GAN. That is Algorithm 1 of each of the three papers.
+The loss (``losses.py``) and the critic constraint (``constraints.py``) are independent: the
+loss gives the two objectives, the constraint what adds to the critic's (the gradient penalty)
+and what runs after each critic update (clipping). With the papers' combinations this is
+Algorithm 1 of each of the three papers; the loop never asks which loss it runs.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .config import HYPERPARAMS, STRUCTURAL, GanConfig
+from .config import HYPERPARAMS, STRUCTURAL, GanConfig, normalize_saved_config
+from .constraints import build_constraint
 from .data import Dataset, load_dataset
-from .losses import LOSS_PAIRS
+from .losses import LOSSES
 from .models import build_models, resolve_model_defaults
 from .optim import apply_hparams, build_optimizer
-from .penalties import clip_weights_, gradient_penalty
 
-CHECKPOINT_FORMAT = 1
+# 2: the config names the loss and the constraint separately (format 1 checkpoints, whose loss
+# was a paper's name, are read through ``normalize_saved_config``).
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 EVAL_NOISE_SEED = 2_147_483_647  # fixed noise for evaluations: curves compare like with like
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: truncated, not a checkpoint, or of another program."""
+
+
+CHECKPOINT_KEYS = ("format", "step", "config", "generator", "critic", "opt_g", "opt_d", "rng")
+GENERATOR_KEYS = ("step", "config", "generator")  # a generator file logged by a sweep
+
+
+def load_checkpoint(path: str | Path, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
+    """A checkpoint written by a run (``torch.save(trainer.state_dict(), path)``); tensors only,
+    no code is unpickled. A truncated, foreign or unreadable file raises ``CheckpointError``
+    naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a torch file: {first}") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a ganlib checkpoint (missing {', '.join(missing)})")
+    return state
 
 
 class CheckpointMismatch(ValueError):
@@ -70,11 +100,11 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         generator, critic = build_models(self.cfg, self.data)
         self.generator, self.critic = generator.to(self.device), critic.to(self.device)
-        if self.cfg.loss == "wgan":  # the critic lives in the compact set W from the start
-            clip_weights_(self.critic, self.cfg.clip)
+        self.loss = LOSSES[self.cfg.loss]
+        self.constraint = build_constraint(self.cfg)
+        self.constraint.start(self.critic)
         self.opt_g = build_optimizer(self.cfg, self.generator.parameters(), self.cfg.lr_g)
         self.opt_d = build_optimizer(self.cfg, self.critic.parameters(), self.cfg.lr_d)
-        self.losses = LOSS_PAIRS[self.cfg.loss]
         self.data_rng = torch.Generator().manual_seed(self.cfg.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
         self.step = 0  # generator iterations done
@@ -94,25 +124,20 @@ class Trainer:
         real = self._real_batch()
         with torch.no_grad():
             fake = self.generator(self._noise(cfg.batch_size))
-        loss = self.losses.d_loss(self.critic(real), self.critic(fake))
-        gp = None
-        if cfg.loss == "wgan_gp":
-            gp = gradient_penalty(self.critic, real, fake, generator=self.noise_rng)
-            total = loss + cfg.gp_lambda * gp
-        else:
-            total = loss
+        loss = self.loss.d_loss(self.critic(real), self.critic(fake))
+        penalty = self.constraint.penalty(self.critic, real, fake, self.noise_rng)
+        total = loss if penalty is None else loss + self.constraint.weight * penalty
         self.opt_d.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = _grad_norm(self.critic)
         self.opt_d.step()
-        if cfg.loss == "wgan":
-            clip_weights_(self.critic, cfg.clip)
-        return loss.detach(), None if gp is None else gp.detach(), grad_norm
+        self.constraint.after_step(self.critic)
+        return loss.detach(), None if penalty is None else penalty.detach(), grad_norm
 
     def generator_step(self) -> tuple[Tensor, Tensor]:
         self.critic.requires_grad_(False)  # no critic gradients are needed for G's update
         try:
-            loss = self.losses.g_loss(self.critic(self.generator(self._noise(self.cfg.batch_size))))
+            loss = self.loss.g_loss(self.critic(self.generator(self._noise(self.cfg.batch_size))))
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -170,10 +195,10 @@ class Trainer:
         loss, optimizer, seed...) and, unless ``allow_hparam_change`` (a population-based
         exploit), of different hyperparameters. This run's hyperparameters are applied to the
         restored optimizers either way: loading an optimizer state restores the old lr."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatch(f"checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        if state.get("format") not in READABLE_FORMATS:
+            raise CheckpointMismatch(f"checkpoint format {state.get('format')!r}, expected one of {READABLE_FORMATS}")
         names = STRUCTURAL if allow_hparam_change else STRUCTURAL + HYPERPARAMS
-        diff = self.cfg.differences(state["config"], names)
+        diff = self.cfg.differences(normalize_saved_config(state["config"]), names)
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
             raise CheckpointMismatch(f"checkpoint config differs from this run's: {detail}")

@@ -1,32 +1,40 @@
-"""Each collapse rule fires on a constructed metric stream and stays quiet on a healthy one."""
+"""Each rule of the detector fires on a constructed metric stream and stays quiet on a healthy
+one. (Its error rates on labelled real runs: bench/collapse_rules.py, docs/metrics.md.)"""
 
 import math
 
 import pytest
 
-from ganlib.collapse import COLLAPSED, DIVERGED, OK, CollapseDetector, CollapseRules
-from ganlib.config import ConfigError, GanConfig
+from ganlib.collapse import COLLAPSED, DIVERGED, OK, STALLED, CollapseDetector
+from ganlib.config import CollapseRules, ConfigError, GanConfig
+
+BASELINE = 2.0  # w1 of a point at the data mean, as on ring8
 
 
 def healthy_stream(n=40):
     """A run that improves slowly with noisy but bounded losses and norms."""
     for i in range(n):
         step = (i + 1) * 100
+        w1 = 1.0 / (1 + 0.1 * i)
         yield dict(step=step, loss_d=-0.5 + 0.01 * (i % 3), loss_g=0.2, grad_norm_d=1.0 + 0.3 * (i % 4),
-                   grad_norm_g=0.5 + 0.1 * (i % 2), w_critic=0.4 / (1 + 0.05 * i), w1=1.0 / (1 + 0.1 * i),
+                   grad_norm_g=0.5 + 0.1 * (i % 2), w_critic=0.4 / (1 + 0.05 * i), w1=w1, score=w1,
                    modes=min(8, 3 + i), hq=0.3)
 
 
+def detector(rules=None, **kw):
+    return CollapseDetector(rules or CollapseRules(), primary="w1", baseline=BASELINE, n_modes=8, **kw)
+
+
 def run(stream, rules=None, **kw):
-    detector = CollapseDetector(rules or CollapseRules(), primary="w1", n_modes=8, **kw)
+    d = detector(rules, **kw)
     for metrics in stream:
-        status, reason = detector.update(metrics)
+        status, reason = d.update(metrics)
     return status, reason
 
 
 def test_healthy_stream_is_never_flagged():
-    detector = CollapseDetector(CollapseRules(), primary="w1", n_modes=8)
-    assert all(detector.update(m) == (OK, "") for m in healthy_stream())
+    d = detector(saturating=True)
+    assert all(d.update(m) == (OK, "") for m in healthy_stream())
 
 
 def with_change(index, **changes):
@@ -38,45 +46,58 @@ def with_change(index, **changes):
     (dict(w1=math.inf), "non-finite w1"),
     (dict(grad_norm_d=500.0), "grad_norm_d"),
     (dict(w_critic=300.0), "w_critic"),
+    (dict(w1=2000.0), "beyond 2000, 1000x the score of a constant generator"),
 ])
 def test_divergence_rules(change, words):
     status, reason = run(with_change(8, **change))
     assert status == DIVERGED and words in reason
 
 
+def test_the_ceiling_bounds_every_healthy_score():
+    # just below the ceiling is still healthy (the far-from-data rule needs warm-up and patience)
+    assert run(with_change(1, w1=1999.0))[0] == OK
+    assert detector().ceiling == 1000 * BASELINE
+
+
 def test_non_finite_parameters_diverge():
-    detector = CollapseDetector(CollapseRules(), primary="w1")
-    assert detector.update(dict(step=1, loss_d=0.1), params_finite=False)[0] == DIVERGED
+    assert detector().update(dict(step=1, loss_d=0.1), params_finite=False)[0] == DIVERGED
 
 
 def test_verdicts_are_sticky():
     stream = with_change(5, loss_d=math.nan)
-    detector = CollapseDetector(CollapseRules(), primary="w1", n_modes=8)
-    statuses = [detector.update(m)[0] for m in stream]
+    d = detector()
+    statuses = [d.update(m)[0] for m in stream]
     assert statuses[:5] == [OK] * 5 and set(statuses[5:]) == {DIVERGED}
 
 
-def test_gan_discriminator_saturation_needs_patience():
-    stream = [dict(m, loss_d=0.01, d_fake=0.001) if i >= 6 else dict(m, d_fake=0.4)
-              for i, m in enumerate(healthy_stream(12))]
-    detector = CollapseDetector(CollapseRules(saturation_patience=3), primary="w1", n_modes=8)
-    statuses = [detector.update(m)[0] for m in stream]
+def saturated_from(i0):
+    return [dict(m, loss_d=0.01, d_fake=0.001) if i >= i0 else dict(m, d_fake=0.4)
+            for i, m in enumerate(healthy_stream(12))]
+
+
+def test_minimax_discriminator_saturation_needs_patience():
+    d = detector(CollapseRules(saturation_patience=3), saturating=True)
+    statuses = [d.update(m)[0] for m in saturated_from(6)]
     assert statuses[:8] == [OK] * 8 and statuses[8] == COLLAPSED  # third saturated evaluation
-    assert "saturated" in detector.reason
+    assert "saturated" in d.reason and "minimax" in d.reason
     # one saturated evaluation alone is not enough
-    assert run(with_change(6, loss_d=0.01, d_fake=0.001))[0] == OK
+    assert run(with_change(6, loss_d=0.01, d_fake=0.001), saturating=True)[0] == OK
+
+
+def test_saturation_is_not_a_verdict_for_losses_whose_gradient_does_not_vanish():
+    assert run(saturated_from(2), saturating=False)[0] == OK
 
 
 def test_mode_collapse_only_after_warmup():
     stream = [dict(m, modes=2) for m in healthy_stream(12)]  # 2 of 8 <= 0.25 * 8, hq 0.3
-    detector = CollapseDetector(CollapseRules(warmup_steps=500), primary="w1", n_modes=8)
-    statuses = [detector.update(m)[0] for m in stream]
-    assert statuses[:4] == [OK] * 4 and statuses[4] == COLLAPSED and "2 of 8 modes" in detector.reason
+    d = detector(CollapseRules(warmup_steps=500))
+    statuses = [d.update(m)[0] for m in stream]
+    assert statuses[:4] == [OK] * 4 and statuses[4] == COLLAPSED and "2 of 8 modes" in d.reason
 
 
 def test_few_modes_without_high_quality_samples_is_not_mode_collapse():
     # A generator that has not reached the data yet (hq ~ 0) covers no mode, but it has not
-    # collapsed onto a few: that verdict is the stall rule's, not the mode rule's.
+    # collapsed onto a few: that is the far-from-data rule's business, once it stays far.
     stream = [dict(m, modes=0, hq=0.01) for m in healthy_stream(12)]
     assert run(stream)[0] == OK
     assert run(stream, CollapseRules(mode_collapse_hq=0.0))[0] == COLLAPSED
@@ -88,21 +109,41 @@ def test_sample_diversity_collapse():
     assert status == COLLAPSED and "diversity" in reason
 
 
-def test_stall_rule():
-    flat = [dict(m, w1=0.8) for m in healthy_stream(30)]
+def test_a_blob_away_from_the_data_is_collapsed_after_patience():
+    # ring8, gan_ns: w1 2-3, modes 0-1, hq <= 0.02, diversity 0.2-0.4 -- the case that stayed 'ok'
+    blob = [dict(m, w1=2.0 + 0.1 * (i % 5), score=2.2, modes=i % 2, hq=0.01, diversity=0.3)
+            for i, m in enumerate(healthy_stream(12))]
+    d = detector(CollapseRules(warmup_steps=500, far_patience=3))
+    statuses = [d.update(m)[0] for m in blob]
+    assert statuses[:6] == [OK] * 6  # steps 100-600: warm-up, then 2 of 3 evaluations of patience
+    assert statuses[6] == COLLAPSED and "far from the data" in d.reason and "700" in d.reason
+    # one evaluation back near the data resets the patience
+    back = [dict(m, w1=1.5) if i in (6, 9) else m for i, m in enumerate(blob)]
+    assert run(back, CollapseRules(warmup_steps=500, far_patience=3))[0] == OK
+
+
+def test_a_converged_run_stalls_which_is_not_a_failure():
+    flat = [dict(m, w1=0.8, score=0.8) for m in healthy_stream(30)]
     status, reason = run(flat, CollapseRules(stall_patience=10))
-    assert status == COLLAPSED and "stalled" in reason
+    assert status == STALLED and "stalled" in reason
     assert run(flat, CollapseRules(stall_patience=0))[0] == OK
-    improving = [dict(m, hq=0.1 * i) for i, m in enumerate(healthy_stream(30))]
-    detector = CollapseDetector(CollapseRules(stall_patience=5), primary="hq", mode="max")
-    assert all(detector.update(m)[0] == OK for m in improving)
+    assert run(healthy_stream(30), CollapseRules(stall_patience=5))[0] == OK  # improving
+
+
+def test_state_round_trips_through_a_checkpoint():
+    blob = [dict(m, w1=2.5, score=2.5) for m in healthy_stream(8)]
+    first, second = detector(), detector()
+    for m in blob[:6]:
+        first.update(m)
+    second.load_state_dict(first.state_dict())
+    assert second.update(blob[6]) == first.update(blob[6])
 
 
 def test_thresholds_are_validated_in_the_config():
-    assert GanConfig(collapse={"warmup_steps": 100}).collapse == {"warmup_steps": 100}
+    assert GanConfig.create(collapse={"warmup_steps": 100}).collapse == {"warmup_steps": 100}
     with pytest.raises(ConfigError, match="collapse.warmup"):
-        GanConfig(collapse={"warmup": 100})
+        GanConfig.create(collapse={"warmup": 100})
     with pytest.raises(ConfigError, match="collapse.min_mode_fraction"):
-        GanConfig(collapse={"min_mode_fraction": 2.0})
+        GanConfig.create(collapse={"min_mode_fraction": 2.0})
     with pytest.raises(ConfigError, match="collapse.stall_patience"):
-        GanConfig(collapse={"stall_patience": 1.5})
+        GanConfig.create(collapse={"stall_patience": 1.5})

@@ -7,9 +7,9 @@ import scipy.linalg
 import torch
 from scipy.stats import spearmanr
 
-from ganlib.evaluate import Evaluator, primary_metric
+from ganlib.evaluate import Evaluator, evaluate_checkpoint, primary_metric
 from ganlib.metrics.fid import DEFAULT_CACHE
-from ganlib.metrics.wasserstein import w1_exact
+from ganlib.metrics.wasserstein import swd, w1_exact
 from ganlib.train import train
 from ganlib.trainer import Trainer
 
@@ -34,7 +34,7 @@ def test_metrics_per_kind_of_data(tiny, dataset, loss, expected, absent, extract
     assert all(np.isfinite(metrics[k]) for k in expected)
     trainer = Trainer(dict(tiny, dataset=dataset, loss=loss))
     assert Evaluator(trainer).feature_extractor == extractor
-    assert primary_metric(trainer.data)[0] == ("fid" if dataset == "digits" else "w1")
+    assert primary_metric(trainer.data) == ("fid" if dataset == "digits" else "w1")
 
 
 def test_w1_fid_and_w_critic_match_independent_computations(tiny):
@@ -47,6 +47,8 @@ def test_w1_fid_and_w_critic_match_independent_computations(tiny):
     # exact W1 against the first eval_samples held-out points (a fixed subset)
     assert metrics["w1"] == pytest.approx(w1_exact(fake, heldout[:300]), rel=1e-9)
     assert metrics["w1"] != pytest.approx(w1_exact(fake, heldout[300:600]), rel=1e-6)
+    # sliced W1 with the real projections sorted once: POT's value on the same subset and seed
+    assert metrics["swd"] == pytest.approx(swd(fake, heldout[:300], n_projections=64, seed=0), rel=1e-9)
 
     # FID in data space (identity features), by numpy and scipy's sqrtm
     a, b = fake.numpy(), heldout.numpy()
@@ -89,7 +91,7 @@ def test_generator_collapsed_to_one_image_is_flagged_by_diversity(tiny):
     metrics = evaluator({"step": 1})
     assert metrics["diversity"] == pytest.approx(0, abs=1e-9)
     assert metrics["status"] == "collapsed" and "diversity" in metrics["reason"]
-    assert metrics["objective"] == 1e3
+    assert metrics["objective"] == metrics["score"] == evaluator.penalty == 10 * 1000 * evaluator.baseline
 
 
 def test_resume_continues_the_evaluation_state(tiny):
@@ -99,9 +101,67 @@ def test_resume_continues_the_evaluation_state(tiny):
     config = dict(tiny, loss="wgan", clip=0.1, steps=10, eval_every=2, checkpoint_every=2,
                   collapse={"stall_patience": 3, "stall_min_delta": 0.5})
     straight, _ = _history(config)
-    assert [m["step"] for m in straight] == [2, 4, 6, 8] and straight[-1]["status"] == "collapsed"
+    assert [m["step"] for m in straight] == [2, 4, 6, 8] and straight[-1]["status"] == "stalled"
     first, states = _history(dict(config, steps=6))
     rest, _ = _history(config, resume=states[-1])
     timeless = lambda history: [{k: v for k, v in m.items() if k != "samples_per_s"} for m in history]
     assert timeless(first + rest) == timeless(straight)  # every metric, w_critic_corr and the verdict
     assert "stalled" in rest[-1]["reason"] and "w_critic_corr" in rest[-1]
+
+
+def test_the_baseline_is_the_score_of_a_generator_at_the_data_mean(tiny):
+    evaluator = Evaluator(Trainer(dict(tiny, eval_samples=300)))
+    real, mean = evaluator.data.heldout[:300].double(), evaluator.data.heldout.double().mean(0)
+    # W1 between a point mass and an empirical measure is the mean distance to that point
+    assert evaluator.baseline == pytest.approx((real - mean).norm(dim=1).mean().item(), rel=1e-6)
+    assert evaluator.detector.ceiling == 1000 * evaluator.baseline
+
+
+def test_score_is_a_window_mean_and_the_objective_the_best_score_with_its_weights(tiny):
+    config = dict(tiny, loss="wgan_gp", steps=12, eval_every=2, score_window=3, lr_g=5e-3, lr_d=5e-3)
+    history, states = _history(config)
+    w1 = [m["w1"] for m in history]
+    for i, m in enumerate(history):
+        window = w1[max(0, i - 2):i + 1]
+        assert m["score"] == pytest.approx(sum(window) / len(window))
+        assert m["objective"] == pytest.approx(min(h["score"] for h in history[:i + 1]))
+    best = states[-1]["evaluation"]["best"]
+    assert best["score"] == history[-1]["objective"]
+    best_step = best["step"]
+    assert history[best_step // 2 - 1]["score"] == best["score"]
+    # the weights kept are the generator's at that evaluation: re-run to that step and compare
+    again = train(dict(config, steps=best_step), report=lambda m, s: None)
+    for key, value in again.generator.state_dict().items():
+        assert torch.equal(value, best["generator"][key])
+
+
+def test_w1_and_the_score_only_at_scored_evaluations(tiny):
+    history, _ = _history(dict(tiny, steps=12, eval_every=2, score_every=6))
+    assert [m["step"] for m in history if "w1" in m] == [2, 6, 12]  # the first, every 6, the last
+    assert [m["scored"] for m in history] == [True, False, True, False, False, True]
+    # between scored evaluations the score and objective are carried, the cheap metrics are fresh
+    assert history[1]["score"] == history[0]["score"] and history[1]["swd"] != history[0]["swd"]
+
+
+def test_a_saved_generator_is_rescored_offline(tiny, tmp_path):
+    _, states = _history(dict(tiny, steps=4, eval_every=2))
+    torch.save(states[-1], tmp_path / "checkpoint.pt")
+    result = evaluate_checkpoint(states[-1], eval_samples=512)
+    assert result["eval_samples"] == 512 and result["primary"] == "w1" and result["step"] == 4
+    trainer = Trainer(dict(tiny, steps=4, eval_samples=512))
+    trainer.generator.load_state_dict(states[-1]["generator"])
+    assert result["w1"] == pytest.approx(w1_exact(trainer.sample(512), trainer.data.heldout[:512]), rel=1e-9)
+    best = evaluate_checkpoint(states[-1], which="best")
+    assert best["weights"] == "best"
+
+    import json
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "ganlib.evaluate", str(tmp_path / "checkpoint.pt"),
+                           "--eval-samples", "512"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["w1"] == pytest.approx(result["w1"])
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "ganlib.evaluate", str(tmp_path / "bad.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "bad.pt" in proc.stderr and proc.stderr.startswith("error:")

@@ -60,8 +60,22 @@ def test_saturation_minimax_gradient_vanishes_non_saturating_does_not():
     assert abs(g_mm.item()) < 1e-4 < abs(g_ns.item())
 
 
-def test_every_family_has_one_signature():
+def test_least_squares_losses():
+    # Mao et al. 2017 with targets a = 0 (fake), b = c = 1 (real, and what G wants D to say)
+    expected_d = 0.5 * mean([(r - 1) ** 2 for r in REAL]) + 0.5 * mean([f**2 for f in FAKE])
+    expected_g = 0.5 * mean([(f - 1) ** 2 for f in FAKE])
+    assert losses.least_squares_d_loss(torch.tensor(REAL), torch.tensor(FAKE)).item() == pytest.approx(expected_d)
+    assert losses.least_squares_g_loss(torch.tensor(FAKE)).item() == pytest.approx(expected_g)
+
+
+def test_every_loss_has_one_signature_and_only_minimax_saturates():
     real, fake = torch.randn(4), torch.randn(4)
-    for pair in losses.LOSS_PAIRS.values():
-        assert pair.d_loss(real, fake).dim() == 0
-        assert pair.g_loss(fake).dim() == 0
+    for loss in losses.LOSSES.values():
+        assert loss.d_loss(real, fake).dim() == 0
+        assert loss.g_loss(fake).dim() == 0
+        assert all(isinstance(v, float) for v in loss.describe(real, fake).values())
+    assert [name for name, loss in losses.LOSSES.items() if loss.saturates] == ["minimax"]
+    assert losses.LOSSES["wasserstein"].describe(torch.tensor(REAL), torch.tensor(FAKE)) == {
+        "w_critic": pytest.approx(mean(REAL) - mean(FAKE))}
+    assert losses.LOSSES["non_saturating"].describe(torch.tensor(REAL), torch.tensor(FAKE))["d_fake"] == \
+        pytest.approx(mean([sigmoid(f) for f in FAKE]))

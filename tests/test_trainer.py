@@ -1,13 +1,18 @@
-"""The single training loop: step counts, clipping, fresh batches, exact resume."""
+"""The single training loop: every loss x constraint pair for step counts, the clip bound, the
+penalty value and a finite run; fresh batches; exact resume; checkpoints refused with a reason."""
 
 import pytest
 import torch
+from torch.func import functional_call, grad, vmap
 
-from ganlib.config import GanConfig
+from ganlib.config import CONSTRAINTS, LOSSES, GanConfig
 from ganlib.train import load_checkpoint, train
-from ganlib.trainer import CheckpointMismatch, Trainer
+from ganlib.trainer import CheckpointError, CheckpointMismatch, Trainer
 
-LOSSES = ["gan_minimax", "gan_ns", "wgan", "wgan_gp"]
+# Every loss with every constraint; the unconstrained Wasserstein critic needs spectral norm.
+PAIRS = [dict(loss=loss, constraint=constraint, **({"d_norm": "spectral"} if (loss, constraint) == (
+    "wasserstein", "none") else {})) for loss in LOSSES for constraint in CONSTRAINTS]
+PAIR_IDS = [f"{p['loss']}-{p['constraint']}" for p in PAIRS]
 
 
 def _count_steps(optimizer):
@@ -16,10 +21,10 @@ def _count_steps(optimizer):
     return counter
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("n_critic", [1, 3])
-def test_n_critic_critic_steps_then_one_generator_step(tiny, loss, n_critic):
-    trainer = Trainer(dict(tiny, loss=loss, n_critic=n_critic))
+def test_n_critic_critic_steps_then_one_generator_step(tiny, pair, n_critic):
+    trainer = Trainer(dict(tiny, **pair, n_critic=n_critic))
     d_steps, g_steps = _count_steps(trainer.opt_d), _count_steps(trainer.opt_g)
     batches = []
     original = trainer.data.sample
@@ -33,9 +38,10 @@ def test_n_critic_critic_steps_then_one_generator_step(tiny, loss, n_critic):
     assert len({b.sum().item() for b in batches}) == len(batches)
 
 
-def test_clipping_keeps_every_critic_parameter_in_the_box_at_every_use(tiny):
+@pytest.mark.parametrize("loss", LOSSES)
+def test_clipping_keeps_every_critic_parameter_in_the_box_at_every_use(tiny, loss):
     c = 0.02
-    trainer = Trainer(dict(tiny, loss="wgan", clip=c, n_critic=3, lr_d=0.05))  # big lr: would leave the box
+    trainer = Trainer(dict(tiny, loss=loss, constraint="clip", clip=c, n_critic=3, lr_d=0.05))  # would leave the box
     bound = torch.tensor(c)
     seen = []
 
@@ -50,11 +56,51 @@ def test_clipping_keeps_every_critic_parameter_in_the_box_at_every_use(tiny):
     assert max(seen) == bound  # the constraint is active, not vacuous
 
 
-def test_no_clipping_outside_wgan(tiny):
-    trainer = Trainer(dict(tiny, loss="wgan_gp", lr_d=0.05))
+@pytest.mark.parametrize("pair", [p for p in PAIRS if p["constraint"] != "clip"], ids=lambda p: p["loss"] + "-"
+                         + p["constraint"])
+def test_no_clipping_without_the_clip_constraint(tiny, pair):
+    trainer = Trainer(dict(tiny, **pair, lr_d=0.05))
     for _ in range(3):
         trainer.train_step()
     assert max(p.abs().max().item() for p in trainer.critic.parameters()) > 0.05
+
+
+def _reference_penalty(critic, real, fake, eps):
+    """Per-sample input gradients through vmap(grad(.)) of a single-sample critic."""
+    params = {**dict(critic.named_parameters()), **dict(critic.named_buffers())}
+    x_hat = eps[:, None] * real + (1 - eps[:, None]) * fake
+    grads = vmap(grad(lambda x: functional_call(critic, params, (x.unsqueeze(0),)).squeeze()))(x_hat)
+    return ((grads.norm(dim=1) - 1) ** 2).mean()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_the_penalty_of_every_loss_matches_an_independent_computation(tiny, loss):
+    trainer = Trainer(dict(tiny, loss=loss, constraint="gp", gp_lambda=7.0))
+    for _ in range(2):
+        trainer.train_step()
+    # Replay the next critic step's random draws from copies of the run's generators.
+    data_rng = torch.Generator().set_state(trainer.data_rng.get_state())
+    noise_rng = torch.Generator().set_state(trainer.noise_rng.get_state())
+    real = trainer.data.sample(tiny["batch_size"], data_rng)
+    with torch.no_grad():
+        fake = trainer.generator(torch.randn(tiny["batch_size"], trainer.cfg.z_dim, generator=noise_rng))
+    eps = torch.rand(tiny["batch_size"], 1, generator=noise_rng).squeeze(1)
+    expected = _reference_penalty(trainer.critic, real, fake, eps)  # before the update
+    critic_loss = trainer.loss.d_loss(trainer.critic(real), trainer.critic(fake)).item()
+    loss_value, gp, _ = trainer.critic_step()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss_value.item() == pytest.approx(critic_loss, rel=1e-5)
+    assert trainer.constraint.weight == 7.0
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+def test_a_short_run_of_every_pair_stays_finite(tiny, pair):
+    reports = []
+    train(dict(tiny, **pair, steps=30, eval_every=10), report=lambda m, s: reports.append(m))
+    last = reports[-1]
+    assert last["step"] == 30 and last["status"] in ("ok", "stalled")
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in last.items() if isinstance(v, float))
+    assert ("gp" in last) == (pair["constraint"] == "gp")
 
 
 def _params(trainer):
@@ -104,6 +150,30 @@ def test_population_restore_applies_the_restoring_trials_hyperparameters(tiny):
     assert trainer.opt_d.state  # Adam moments came from the checkpoint
 
 
+def test_damaged_or_foreign_checkpoints_are_refused_naming_the_file(tiny, tmp_path):
+    trainer = train(dict(tiny, steps=2, eval_every=2), report=lambda m, s: None)
+    torch.save(trainer.state_dict(), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    torch.save({"model": torch.zeros(3)}, tmp_path / "foreign.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    assert load_checkpoint(tmp_path / "good.pt")["step"] == 2
+    for name, words in (("truncated.pt", "damaged"), ("foreign.pt", "not a ganlib checkpoint"),
+                        ("text.pt", "damaged"), ("missing.pt", "does not exist")):
+        with pytest.raises(CheckpointError, match=f"{name}.*{words}"):
+            load_checkpoint(tmp_path / name)
+
+
+def test_a_checkpoint_of_the_papers_format_still_resumes(tiny):
+    saved = {}
+    train(dict(tiny, loss="wgan", steps=2, eval_every=2), report=lambda m, s: saved.update(state=s))
+    old = dict(saved["state"], format=1, config={**saved["state"]["config"], "loss": "wgan"})
+    del old["config"]["constraint"]
+    trainer = Trainer(dict(tiny, loss="wgan"))
+    trainer.load_state_dict(old)
+    assert trainer.step == 2
+
+
 def test_checkpoint_loads_with_weights_only(tiny, tmp_path):
     trainer = train(dict(tiny, steps=2, eval_every=2), report=lambda m, s: None)
     torch.save(trainer.state_dict(), tmp_path / "c.pt")
@@ -120,7 +190,7 @@ def test_report_cadence_and_metrics(tiny):
     assert [saved for _, saved in reports] == [False, True, True]
     for metrics, _ in reports:
         expected = {"loss_d", "loss_g", "gp", "grad_norm_d", "grad_norm_g", "samples_per_s", "modes", "hq",
-                    "status", "reason", "objective"}
+                    "status", "reason", "objective", "score", "scored"}
         assert expected <= set(metrics)
         assert all(isinstance(v, (int, float)) for k, v in metrics.items() if k not in ("status", "reason"))
         assert metrics["status"] == "ok" and metrics["reason"] == ""

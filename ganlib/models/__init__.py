@@ -24,9 +24,9 @@ def resolve_model_defaults(cfg: GanConfig, data: Dataset) -> GanConfig:
         defaults = dict(width=256, depth=3, z_dim=2 if math.prod(data.sample_shape) <= 2 else 64,
                         d_norm="none", g_norm="none")
     else:
-        # WGAN-GP's penalty is per sample, so its critic gets layer norm, never batch norm.
+        # The gradient penalty is per sample, so its critic gets layer norm, never batch norm.
         defaults = dict(width=32, depth=None, z_dim=64, g_norm="batch",
-                        d_norm="layer" if cfg.loss == "wgan_gp" else "batch")
+                        d_norm="layer" if cfg.constraint == "gp" else "batch")
     changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     return cfg.replace(model=model, **changes)
 

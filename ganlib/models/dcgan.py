@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .spectral import spectral_normalise
+
 
 def upsampling_plan(size: int) -> tuple[int, int]:
     """(s0, k) with size == s0 * 2**k."""
@@ -20,6 +22,7 @@ def upsampling_plan(size: int) -> tuple[int, int]:
 
 
 def _norm2d(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer; ``spectral`` acts on the weights instead (see the critic)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":
@@ -62,6 +65,8 @@ class DCGANCritic(nn.Module):
             ch *= 2
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(ch * s0 * s0, 1)
+        if norm == "spectral":
+            spectral_normalise(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(1)

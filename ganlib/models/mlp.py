@@ -6,11 +6,14 @@ import math
 
 from torch import Tensor, nn
 
-_NORMS = {"none": None, "layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
+from .spectral import spectral_normalise
+
+_NORMS = {"none": None, "spectral": None, "layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
 
 
 def _mlp(n_in: int, n_out: int, width: int, depth: int, norm: str) -> nn.Sequential:
-    """depth hidden layers of ``width`` ReLU units, then a linear output layer."""
+    """depth hidden layers of ``width`` ReLU units, then a linear output layer. ``spectral``
+    normalises every linear layer (Miyato et al. 2018) instead of adding a norm layer."""
     layers: list[nn.Module] = []
     for i in range(depth):
         layers.append(nn.Linear(n_in if i == 0 else width, width))
@@ -18,7 +21,8 @@ def _mlp(n_in: int, n_out: int, width: int, depth: int, norm: str) -> nn.Sequent
             layers.append(_NORMS[norm](width))
         layers.append(nn.ReLU())
     layers.append(nn.Linear(width if depth else n_in, n_out))
-    return nn.Sequential(*layers)
+    net = nn.Sequential(*layers)
+    return spectral_normalise(net) if norm == "spectral" else net
 
 
 class MLPGenerator(nn.Module):
