@@ -1,6 +1,21 @@
-"""The sweep report on the parent MLflow run: a table of all trials (Parquet and CSV), the
-best configuration, plots of the objective against each searched hyperparameter, learning
-curves of the best trials, and the compute that pruning saved."""
+"""The sweep report, written to the parent MLflow run under ``report/``:
+
+* ``trials.parquet`` / ``trials.csv``: one row per trial (status and reason, work done, best and
+  last scores, metrics at the last evaluation, the searched values);
+* ``best_config.json``: the best HEALTHY trial (completed, stopped by a rung, or stalled), ranked
+  by its best score; its generator weights at that evaluation are the child run's
+  ``checkpoint/generator_best.pt``;
+* ``summary.json``: counts by status, work done and saved by stop cause, the schedule, the best;
+* ``optuna_trials.json``: what the Optuna sampler was told, read back from the sweep's own saved
+  searcher state (so it is the restored sweep's record after ``--resume``);
+* plots of the primary metric against each searched hyperparameter, and the learning curves of
+  the best trials.
+
+Work is counted as it was done: trial seconds, generator steps and critic steps (a generator step
+costs n_critic critic steps). What stopping saved is estimated per stopped trial as the work its
+remaining steps would have cost at its own measured rate, split by what stopped it: a scheduler's
+rung, a collapse or divergence, a stall. Errors and interrupted trials save nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +28,149 @@ from typing import Any
 from .tracking import log_bytes, log_metrics, trial_status
 
 REPORT_DIR = "report"
+HEALTHY = ("completed", "stopped_early", "stalled")
+STOP_CAUSES = {"stopped_early": "scheduler", "collapsed": "collapse", "diverged": "collapse", "stalled": "stall"}
+METRIC_COLUMNS = ("w1", "swd", "fid", "kid", "w_critic", "w_critic_corr", "modes", "hq", "diversity",
+                  "samples_per_s")
 
 
-def trial_rows(results, space, verdicts: dict[str, tuple[str, str, int]], steps: int) -> list[dict[str, Any]]:
+def _trial_id(result) -> str:
+    from .plan import trial_id_of_dirname
+
+    return (result.metrics or {}).get("trial_id") or trial_id_of_dirname(result.path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int, primary: str) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
-        status, reason, steps_run = verdicts.get(trial_id) or (*trial_status(metrics, steps, result.error is not None),
-                                                                int(metrics.get("step", 0)))
+        trial_id = _trial_id(result)
+        status, reason = verdicts.get(trial_id) or trial_status(metrics, steps, result.error is not None)
+        history = result.metrics_dataframe
+        scored = history[history["scored"].astype(bool)] if history is not None and "scored" in history else None
+        best_step = math.nan
+        if scored is not None and len(scored) and "score" in scored:
+            best_step = float(scored.loc[scored["score"].idxmin(), "step"])
+        steps_run = int(metrics.get("step", 0))
         row = {"trial_id": trial_id, "status": status, "reason": reason, "steps_run": steps_run,
-               "objective": metrics.get("objective", math.nan)}
-        for name in ("w1", "swd", "fid", "kid", "w_critic", "w_critic_corr", "modes", "hq", "samples_per_s"):
+               "critic_steps": int(metrics.get("critic_steps", 0)),
+               "trial_seconds": float(metrics.get("time_total_s", 0.0)),
+               "objective": float(metrics.get("objective", math.nan)),
+               "best_score": float(metrics["objective"]) if status in HEALTHY and "objective" in metrics else math.nan,
+               "best_step": best_step, "last_score": float(metrics.get("score", math.nan)),
+               f"last_{primary}": _last_value(history, primary)}
+        for name in METRIC_COLUMNS:
             row[name] = float(metrics[name]) if isinstance(metrics.get(name), (int, float)) else math.nan
-        for name in ("loss", *space.searched):
-            value = (result.config or {}).get(name)
-            row[f"config.{name}"] = None if value is None else value
+        config = result.config or {}
+        for name in ("loss", "constraint", *space.searched):
+            value = config.get(name)
+            row[f"config.{name}"] = value if value is None or isinstance(value, (int, float)) else str(value)
         rows.append(row)
     return rows
+
+
+def _last_value(history, name: str) -> float:
+    if history is None or name not in history:
+        return math.nan
+    values = history[name].dropna()
+    return float(values.iloc[-1]) if len(values) else math.nan
+
+
+def work_summary(rows: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+    """Work done by stop cause, and what stopping saved (remaining steps at each trial's rate)."""
+    done: dict[str, dict[str, float]] = {}
+    saved: dict[str, dict[str, float]] = {}
+    for r in rows:
+        d = done.setdefault(r["status"], {"trials": 0, "seconds": 0.0, "generator_steps": 0, "critic_steps": 0})
+        d["trials"] += 1
+        d["seconds"] += r["trial_seconds"]
+        d["generator_steps"] += r["steps_run"]
+        d["critic_steps"] += r["critic_steps"]
+        cause = STOP_CAUSES.get(r["status"])
+        if cause and 0 < r["steps_run"] < steps:
+            remaining = steps - r["steps_run"]
+            s = saved.setdefault(cause, {"trials": 0, "seconds": 0.0, "generator_steps": 0, "critic_steps": 0})
+            s["trials"] += 1
+            s["seconds"] += r["trial_seconds"] / r["steps_run"] * remaining
+            s["generator_steps"] += remaining
+            s["critic_steps"] += int(round(r["critic_steps"] / r["steps_run"] * remaining))
+    total = {k: sum(d[k] for d in done.values()) for k in ("seconds", "generator_steps", "critic_steps")}
+    total_saved = {k: sum(s[k] for s in saved.values()) for k in ("seconds", "generator_steps", "critic_steps")}
+    fraction = {k: total_saved[k] / (total[k] + total_saved[k]) if total[k] + total_saved[k] else 0.0
+                for k in total}
+    return {"done": done, "saved": saved, "total_done": total, "total_saved": total_saved,
+            "saved_fraction": fraction}
+
+
+def optuna_record(experiment_path: str) -> list[dict[str, Any]]:
+    """What the Optuna sampler was told, from the searcher state the sweep saved last (a restored
+    sweep runs the searcher pickled with it, so no object of the resuming process has it)."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+    from ray.tune.search.optuna import OptunaSearch
+
+    fs, root = pafs.FileSystem.from_uri(experiment_path) if "://" in experiment_path else (
+        pafs.LocalFileSystem(), experiment_path)
+    try:
+        states = [e for e in fs.get_file_info(pafs.FileSelector(root)) if e.base_name.startswith("searcher-state-")]
+    except OSError:
+        return []
+    if not states:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        for entry in states:
+            pafs.copy_files(entry.path, f"{tmp}/{entry.base_name}", source_filesystem=fs)
+        searcher = OptunaSearch()
+        searcher.restore_from_dir(tmp)
+    study = searcher._ot_study  # noqa: SLF001 - the restored study is what we came for
+    if study is None:
+        return []
+    return [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials]
+
+
+def _param_plot(rows, space, name: str, metric: str) -> bytes:
+    from .figures import new_figure, png
+
+    fig, ax = new_figure()
+    key = f"config.{name}"
+    param = space.param(name)
+    categories = [str(c) for c in param.choices] if param.type == "categorical" else []
+    column = f"last_{metric}"
+    for status, marker, colour in (("completed", "o", "tab:blue"), ("stopped_early", "o", "0.6"),
+                                   ("stalled", "s", "tab:green"), ("collapsed", "x", "tab:red"),
+                                   ("diverged", "x", "tab:purple")):
+        pts = [(r[key], r[column]) for r in rows
+               if r["status"] == status and r.get(key) is not None and math.isfinite(r.get(column, math.nan))]
+        if pts:
+            xs = [categories.index(str(x)) if categories else x for x, _ in pts]
+            ax.scatter(xs, [y for _, y in pts], marker=marker, c=colour, label=status)
+    if categories:
+        ax.set_xticks(range(len(categories)), categories)
+    elif param.log:
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"{metric} at the trial's last evaluation")
+    ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return png(fig)
+
+
+def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
+    from .figures import new_figure, png
+
+    fig, ax = new_figure()
+    for result in results:
+        df = result.metrics_dataframe
+        if _trial_id(result) in best_ids and df is not None and metric in df:
+            points = df[["step", metric]].dropna()
+            ax.plot(points["step"], points[metric], marker=".", label=_trial_id(result))
+    ax.set_xlabel("generator step")
+    ax.set_ylabel(metric)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return png(fig)
 
 
 def _table_bytes(rows: list[dict[str, Any]]) -> tuple[bytes, bytes]:
@@ -38,87 +178,45 @@ def _table_bytes(rows: list[dict[str, Any]]) -> tuple[bytes, bytes]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    # Searched values may be numbers in one trial and absent in another: keep columns typed.
-    columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
-    table = pa.table({k: pa.array([str(v) if isinstance(v, str) else v for v in vals]) for k, vals in columns.items()})
+    columns = {key: [row.get(key) for row in rows] for key in rows[0]}
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
     parquet, csv = io.BytesIO(), io.BytesIO()
     pq.write_table(table, parquet)
     pacsv.write_csv(table, csv)
     return parquet.getvalue(), csv.getvalue()
 
 
-def _figure_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _param_plot(rows, space, name: str, metric: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    key = f"config.{name}"
-    categorical = space.param(name).type == "categorical"
-    categories = list(space.param(name).choices) if categorical else []
-    for status, marker, colour in (("completed", "o", "tab:blue"), ("stopped_early", "o", "0.6"),
-                                   ("collapsed", "x", "tab:red"), ("diverged", "x", "tab:purple")):
-        # The metric's own last value, also for collapsed trials (their objective is the penalty).
-        pts = [(r[key], r[metric]) for r in rows
-               if r["status"] == status and r.get(key) is not None and math.isfinite(r.get(metric, math.nan))]
-        if pts:
-            xs = [categories.index(x) if categorical else x for x, _ in pts]
-            ax.scatter(xs, [y for _, y in pts], marker=marker, c=colour, label=status)
-    if categorical:
-        ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-    elif space.is_log(name):
-        ax.set_xscale("log")
-    ax.set_xlabel(name)
-    ax.set_ylabel(f"{metric} at the trial's last evaluation")
-    ax.set_yscale("log")
-    if ax.get_legend_handles_labels()[0]:  # nothing plotted (e.g. no finite value): no legend
-        ax.legend(fontsize=7)
-    return _figure_png(fig)
+def build_report(results, space, settings, verdicts, primary: str, plan_text: str) -> dict[str, Any]:
+    """The summary (a plain dict) and the report's rows; pure, no MLflow."""
+    rows = trial_rows(results, space, verdicts, settings.steps, primary)
+    by_status = Counter(r["status"] for r in rows)
+    summary: dict[str, Any] = {
+        "name": settings.name, "trials": len(rows), "primary": primary, "searched": list(space.searched),
+        "by_status": {s: by_status[s] for s in ("completed", "stopped_early", "stalled", "collapsed", "diverged",
+                                                "error", "interrupted") if by_status[s]},
+        "schedule": plan_text, "work": work_summary(rows, settings.steps)}
+    healthy = sorted((r for r in rows if r["status"] in HEALTHY and math.isfinite(r["best_score"])),
+                     key=lambda r: r["best_score"])
+    if healthy:
+        best = healthy[0]
+        config = next(res.config for res in results if _trial_id(res) == best["trial_id"])
+        summary["best"] = {"trial_id": best["trial_id"], "status": best["status"], "score": best["best_score"],
+                           "score_of": f"mean {primary} over the last scored evaluations (best reached)",
+                           "best_step": best["best_step"], "weights": "checkpoint/generator_best.pt",
+                           "config": {k: v for k, v in config.items() if not k.startswith("_")}}
+    summary["ranked"] = [r["trial_id"] for r in healthy]
+    return {"summary": summary, "rows": rows}
 
 
-def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for result in results:
-        df = result.metrics_dataframe
-        trial_id = (result.metrics or {}).get("trial_id")
-        if trial_id in best_ids and df is not None and metric in df:
-            ax.plot(df["step"], df[metric], label=trial_id)
-    ax.set_xlabel("generator step")
-    ax.set_ylabel(metric)
-    if ax.get_legend_handles_labels()[0]:  # nothing plotted (e.g. no finite value): no legend
-        ax.legend(fontsize=7)
-    return _figure_png(fig)
-
-
-def write_sweep_report(client, parent_run_id: str, results, space, settings, callback,
-                       optuna_trials: list[dict[str, Any]], primary: str) -> dict[str, Any]:
-    """``primary`` names the metric behind the objective (w1, swd or fid): the plots show it."""
-    rows = trial_rows(results, space, callback.verdicts, settings.steps)
-    summary: dict[str, Any] = {"parent_run_id": parent_run_id, "trials": len(rows), "primary": primary,
-                               "searched": list(space.searched),
-                               "by_status": dict(Counter(r["status"] for r in rows)),
-                               "optuna_trials": optuna_trials}
+def write_sweep_report(client, parent_run_id: str, results, space, settings, verdicts, primary: str,
+                       plan_text: str, optuna_trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build the report and log it to the parent run; returns the summary."""
+    built = build_report(results, space, settings, verdicts, primary, plan_text)
+    summary, rows = built["summary"], built["rows"]
+    summary["optuna_trials"] = len(optuna_trials)
     if optuna_trials:
         log_bytes(client, parent_run_id, json.dumps(optuna_trials, indent=1, default=str).encode(),
                   f"{REPORT_DIR}/optuna_trials.json")
-    steps_run = sum(r["steps_run"] for r in rows)
-    budget = settings.steps * max(len(rows), 1)
-    summary["compute_saved"] = 1 - steps_run / budget
     if rows:
         parquet, csv = _table_bytes(rows)
         log_bytes(client, parent_run_id, parquet, f"{REPORT_DIR}/trials.parquet")
@@ -126,23 +224,20 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, cal
         for name in space.searched:
             log_bytes(client, parent_run_id, _param_plot(rows, space, name, primary),
                       f"{REPORT_DIR}/{primary}_vs_{name}.png")
-    ranked = sorted((r for r in rows if r["status"] != "error" and math.isfinite(r["objective"])),
-                    key=lambda r: r["objective"])
-    if ranked:
-        best = ranked[0]
-        by_id = {(res.metrics or {}).get("trial_id"): res for res in results}
-        config = {k: v for k, v in (by_id[best["trial_id"]].config or {}).items() if not k.startswith("_")}
-        summary["best"] = {"trial_id": best["trial_id"], "objective": best["objective"], "config": config}
-        log_bytes(client, parent_run_id, json.dumps(summary["best"], indent=2).encode(),
+    if "best" in summary:
+        log_bytes(client, parent_run_id, json.dumps(summary["best"], indent=2, default=str).encode(),
                   f"{REPORT_DIR}/best_config.json")
-        client.set_tag(parent_run_id, "best_trial", best["trial_id"])
-        log_bytes(client, parent_run_id, _curves_plot(results, [r["trial_id"] for r in ranked[:3]], primary),
+        client.set_tag(parent_run_id, "best_trial", summary["best"]["trial_id"])
+        log_bytes(client, parent_run_id, _curves_plot(results, summary["ranked"][:3], primary),
                   f"{REPORT_DIR}/learning_curves_best.png")
+    work = summary["work"]
     log_metrics(client, parent_run_id, {
-        "steps_run": steps_run, "steps_budgeted": budget, "compute_saved_fraction": summary["compute_saved"],
-        "best_objective": summary.get("best", {}).get("objective", math.nan),
-        **{f"trials_{k}": v for k, v in summary["by_status"].items()}}, step=0)
-    client.set_terminated(parent_run_id, "FINISHED")
-    artifact_uri = client.get_run(parent_run_id).info.artifact_uri
-    summary["report"] = f"{artifact_uri}/{REPORT_DIR}"
+        "best_score": summary.get("best", {}).get("score", math.nan),
+        "trials": summary["trials"], **{f"trials_{k}": v for k, v in summary["by_status"].items()},
+        "work_seconds": work["total_done"]["seconds"], "work_generator_steps": work["total_done"]["generator_steps"],
+        "work_critic_steps": work["total_done"]["critic_steps"],
+        "saved_fraction_seconds": work["saved_fraction"]["seconds"],
+        "saved_fraction_critic_steps": work["saved_fraction"]["critic_steps"]}, step=0)
+    log_bytes(client, parent_run_id, json.dumps(summary, indent=1, default=str).encode(), f"{REPORT_DIR}/summary.json")
+    summary["report"] = f"{client.get_run(parent_run_id).info.artifact_uri}/{REPORT_DIR}"
     return summary

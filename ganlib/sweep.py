@@ -1,324 +1,252 @@
 """A search space -> Optuna (define-by-run) -> Ray Tune run, logged to MLflow.
 
-Shared by every script in ``sweeps/``: each is ``sys.exit(main(["--space", NAME, *argv]))``.
-Pre-flight checks (space, dataset, tracking store, storage path) all run before Ray starts; a
-failure is one clear line on stderr and exit code 2, and nothing is written.
+Shared by every script in ``sweeps/`` (``sys.exit(main(["--space", NAME, *argv]))``) and by the
+``ganlib-sweep`` command. In order:
+
+1. pre-flight (``preflight.py``): flags, space, data, storage, tracking store, resources; a
+   failure is one ``error:`` line and exit code 2, and nothing is written;
+2. ``--resume``: find the sweep to continue (exit 2 if there is none, or it finished);
+3. Ray (``cluster.py``): join ``--ray-address`` / ``$RAY_ADDRESS`` or start a private local one;
+4. the MLflow parent run (new, or the resumed sweep's own);
+5. the Tune run, as ``plan.py`` decides (scheduler, searcher, checkpoints), every trial logged
+   by the driver (``tracking.py``);
+6. the report on the parent run (``report.py``), the parent's final state, and a summary.
+
+Exit codes: 0 when the sweep ran (some trials may have failed), 1 when every trial errored
+or the sweep crashed (parent run FAILED), 2 for a setting refused before the start, 130 when
+interrupted (parent run KILLED; ``--resume`` continues it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
+import random
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from ray.tune.stopper import Stopper
+from .preflight import PreflightError, preflight
+from .settings import SettingsError, SweepSettings, settings_from_args
 
-from .config import GanConfig
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-# Presets: budgets sized for a test (smoke), this 2-core machine in <= ~10 min (default), and a
-# GPU cluster (paper: the paper-scale budgets of the large GAN studies).
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(num_trials=4, steps=40, eval_every=10, eval_samples=512, max_concurrent=2, width=32),
-    "default": dict(num_trials=16, steps=2000, eval_every=100, eval_samples=1024, max_concurrent=2, width=128),
-    "paper": dict(num_trials=200, steps=20000, eval_every=500, eval_samples=10000, max_concurrent=None,
-                  width=None),
-}
-SCHEDULERS = ("asha", "hyperband", "pbt", "none")
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class PreflightError(Exception):
-    """A sweep cannot start; the message says what and how to fix it."""
+class SweepFailed(Exception):
+    """The sweep ran, but produced nothing usable (every trial errored)."""
+
+    def __init__(self, summary: dict[str, Any]):
+        self.summary = summary
+        super().__init__("every trial errored")
 
 
-@dataclass
-class SweepSettings:
-    space: str
-    dataset: str = "ring8"
-    data_root: str | None = None
-    inception_weights: str | None = None
-    preset: str = "default"
-    num_trials: int | None = None
-    steps: int | None = None
-    eval_every: int | None = None
-    eval_samples: int | None = None
-    width: int | None = None
-    max_concurrent: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    scheduler: str = "asha"
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    storage_path: str | None = None
-    name: str | None = None
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"
-    ray_address: str | None = None
-
-    def __post_init__(self) -> None:
-        for key, value in PRESETS[self.preset].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        self.experiment = self.experiment or f"ganlib-{Path(self.space).stem}"
-        self.name = self.name or f"{Path(self.space).stem}-{self.dataset.replace(':', '_').replace('/', '_')}"
-        self.storage_path = (self.storage_path or os.environ.get("GANLIB_STORAGE_PATH")
-                             or str(PROJECT_DIR / "ray_results"))
-        self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
-        self.tracking_uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-            f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+class SweepInterrupted(Exception):
+    def __init__(self, summary: dict[str, Any]):
+        self.summary = summary
+        super().__init__("interrupted")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Run a hyperparameter sweep of GAN training on Ray Tune + Optuna.")
-    p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or a YAML path")
-    p.add_argument("--dataset", default="ring8", help="ring8, grid25, swissroll, digits, mnist, ..., parquet:URI")
-    p.add_argument("--data-root", help="local folder of a torchvision dataset")
-    p.add_argument("--inception-weights", help="local pytorch-fid Inception-v3 weights file: the FID features of "
-                                               "image data other than digits / mnist / fashion_mnist")
-    p.add_argument("--preset", choices=list(PRESETS), default="default")
-    p.add_argument("--num-trials", type=int)
-    p.add_argument("--steps", type=int, help="generator iterations per trial (the budget)")
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-samples", type=int, help="generated samples per evaluation, fixed for the sweep")
-    p.add_argument("--width", type=int, help="network width for every trial (unset: model default)")
-    p.add_argument("--max-concurrent", type=int)
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPU share per trial")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("--experiment", help="MLflow experiment name (default: ganlib-<space>)")
-    p.add_argument("--storage-path", help="Tune storage: a local folder, or shared storage / s3:// on a cluster "
-                                          "(default: $GANLIB_STORAGE_PATH, else ./ray_results)")
-    p.add_argument("--name", help="sweep name (Tune experiment folder; default <space>-<dataset>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
-    return p
-
-
-def _check_range(name: str, value: Any, low: float, allowed: str) -> None:
-    if value is not None and not value >= low:
-        raise PreflightError(f"--{name.replace('_', '-')} = {value!r} is invalid: allowed {allowed}")
-
-
-def _checkpoint_every(settings: SweepSettings) -> int:
-    """PBT exploits at every evaluation and needs a checkpoint there; otherwise about five per
-    trial (plus the final one) bound the work lost to a failure without flooding the storage."""
-    if settings.scheduler == "pbt":
-        return settings.eval_every
-    return settings.eval_every * max(1, settings.steps // 5 // settings.eval_every)
-
-
-# -- pre-flight ------------------------------------------------------------------------------------
-def preflight(settings: SweepSettings):
-    """Everything that can be checked before Ray starts. Returns (space, base trial config,
-    primary metric name)."""
-    from .data import load_dataset
-    from .evaluate import primary_metric
-    from .metrics.features import feature_extractor_for
-    from .spaces import SpaceError, load_space
-
-    _check_range("num_trials", settings.num_trials, 1, "an integer >= 1")
-    _check_range("max_concurrent", settings.max_concurrent, 1, "an integer >= 1")
-    _check_range("eval_every", settings.eval_every, 1, "an integer >= 1")
-    _check_range("cpus_per_trial", settings.cpus_per_trial, 0, "a number >= 0")
-    _check_range("gpus_per_trial", settings.gpus_per_trial, 0, "a number >= 0 (a fraction shares a GPU)")
-    try:
-        space = load_space(settings.space)
-    except (SpaceError, FileNotFoundError) as err:
-        raise PreflightError(str(err)) from None
-    base = {k: v for k, v in dict(dataset=settings.dataset, data_root=settings.data_root,
-                                  inception_weights=settings.inception_weights, steps=settings.steps,
-                                  eval_every=settings.eval_every, checkpoint_every=_checkpoint_every(settings),
-                                  eval_samples=settings.eval_samples, width=settings.width, seed=settings.seed,
-                                  device=settings.device).items() if v is not None}
-    try:
-        for point in space.start_points() or [{}]:
-            GanConfig.from_dict({**base, **space.fixed, **point})
-    except ValueError as err:
-        raise PreflightError(f"sweep settings: {err}") from None
-    try:
-        data = load_dataset(settings.dataset, settings.data_root)
-    except (OSError, ValueError) as err:
-        raise PreflightError(f"dataset {settings.dataset!r} is not reachable: {err}") from None
-    try:  # the FID features: committed, trained once per machine, or a local Inception file
-        feature_extractor_for(data.name, data.kind, inception_path=settings.inception_weights)
-    except (OSError, ValueError) as err:
-        raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
-    _check_storage(settings.storage_path)  # leaves nothing behind; the tracking check may create the store
-    _check_tracking(settings.tracking_uri)
-    return space, base, primary_metric(data)[0]
-
-
-def _check_tracking(uri: str) -> None:
-    from .tracking import client_for
-
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    # One quick probe: MLflow's default is minutes of retries with backoff on a dead server.
-    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {k: os.environ.get(k) for k in probe_env}
-    os.environ.update(probe_env)
-    try:
-        client_for(uri).search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PreflightError(f"MLflow tracking store {uri!r} is not reachable: {first}") from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _check_storage(path: str) -> None:
-    import pyarrow.fs as pafs
-
-    if "://" not in path:  # local: Tune creates it; it only has to be creatable
-        folder = Path(path).expanduser().resolve()
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise PreflightError(f"Tune storage path {path!r} is not writable ({existing} is not a writable folder)")
-        return
-    try:
-        fs, root = pafs.FileSystem.from_uri(path)
-        fs.create_dir(root, recursive=True)
-        probe = f"{root.rstrip('/')}/.ganlib-write-test"
-        with fs.open_output_stream(probe) as out:
-            out.write(b"ok")
-        fs.delete_file(probe)
-    except Exception as err:  # noqa: BLE001
-        raise PreflightError(f"Tune storage path {path!r} is not writable: {err}") from None
-
-
-# -- the run ---------------------------------------------------------------------------------------
-def _scheduler(settings: SweepSettings, space):
+def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -> str:
+    """The parent run of the sweep ``--resume`` continues; the settings take its name."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining
 
-    if settings.scheduler == "asha":
-        # Rungs in generator steps; the first at a quarter of the budget (GANs start noisily).
-        grace = max(settings.eval_every, settings.steps // 4)
-        return ASHAScheduler(time_attr="step", max_t=settings.steps, grace_period=grace, reduction_factor=2)
-    if settings.scheduler == "hyperband":
-        return HyperBandScheduler(time_attr="step", max_t=settings.steps, reduction_factor=3)
-    if settings.scheduler == "pbt":
-        # Mutate the always-active float parameters; conditional ones keep their sampled value.
-        mutations = {name: tune.loguniform(p.low, p.high) if p.type == "loguniform" else tune.uniform(p.low, p.high)
-                     for name in space.searched for p in [space.param(name)]
-                     if p.type in ("loguniform", "uniform") and not p.when}
-        return PopulationBasedTraining(time_attr="step", perturbation_interval=settings.eval_every,
-                                       hyperparam_mutations=mutations, synch=False)
-    return None
+    from .tracking import find_sweep_run
 
-
-class CollapseStopper(Stopper):
-    """Tune stopper: a trial whose detector says collapsed or diverged stops at once."""
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return result.get("status", "ok") != "ok"
-
-    def stop_all(self) -> bool:
-        return False
+    parent = None
+    if experiment_id is not None:
+        if settings.name_given:
+            parent = find_sweep_run(client, experiment_id, settings.name)
+        else:
+            runs = client.search_runs([experiment_id], filter_string=(
+                f"tags.ganlib_role = 'sweep' and tags.sweep_base = '{settings.base_name}'"), max_results=1,
+                order_by=["attributes.start_time DESC"])
+            parent = runs[0] if runs else None
+    which = f"named {settings.name!r}" if settings.name_given else f"of {settings.base_name!r}"
+    if parent is None:
+        raise PreflightError(f"--resume: there is no sweep {which} in MLflow experiment {settings.experiment!r} at "
+                             f"{settings.tracking_uri}; run without --resume to start one")
+    name, state = parent.data.tags["sweep_name"], parent.data.tags.get("sweep_state", "running")
+    if state == "finished":
+        raise PreflightError(f"--resume: the latest sweep {which}, {name!r}, finished: nothing to resume "
+                             "(start a new sweep without --resume)")
+    settings.name = name
+    if not tune.Tuner.can_restore(settings.experiment_path):
+        raise PreflightError(f"--resume: sweep {name!r} has no Tune state under {settings.experiment_path} "
+                             "(it was stopped before Tune saved any); start a new sweep")
+    return parent.info.run_id
 
 
 def run_sweep(settings: SweepSettings) -> dict[str, Any]:
-    """Pre-flight, then the Tune run, then the sweep report. Returns a summary dict."""
-    space, base, primary = preflight(settings)
-    import ray
+    """The whole sweep; returns its summary. Raises PreflightError (refused), SweepFailed,
+    SweepInterrupted."""
+    prepared = preflight(settings)
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
-    from .report import write_sweep_report
-    from .tracking import SweepCallback, start_sweep_run
-    from .tune import train_gan
+    from .cluster import check_joined_cluster, connect
+    from .data import load_dataset
+    from .plan import plan_sweep
+    from .tracking import client_for, get_or_create_experiment, start_sweep_run
 
-    mode = "min"  # every primary metric (w1, swd, fid) is a distance
-    client, experiment_id, parent_run_id = start_sweep_run(settings, space)
-    plot_every = max(settings.eval_every, settings.steps // 4)
-    param_space = {**base, "_tracking": {"uri": settings.tracking_uri, "experiment_id": experiment_id,
-                                         "parent_run_id": parent_run_id, "plot_every": plot_every}}
+    client = client_for(settings.tracking_uri)
+    existing = client.get_experiment_by_name(settings.experiment)
+    if settings.resume:
+        parent_run_id = _resume_target(settings, client, existing.experiment_id if existing else None)
+    elif tune.Tuner.can_restore(settings.experiment_path):
+        raise PreflightError(f"--name {settings.name!r}: a sweep of that name already exists under "
+                             f"{settings.storage_path}; --resume continues it, another --name starts a new one")
+    plan = plan_sweep(settings, prepared.space)
+    data = load_dataset(settings.dataset, settings.data_root)
+    cluster = connect(settings)
+    try:
+        try:
+            check_joined_cluster(settings, cluster)
+        except SettingsError as err:
+            raise PreflightError(str(err)) from None
+        experiment_id = get_or_create_experiment(client, settings.experiment)
+        if not settings.resume:
+            parent_run_id = start_sweep_run(client, experiment_id, settings, prepared.space, plan.description)
+        client.set_tag(parent_run_id, "sweep_state", "running")
+        try:
+            summary = _run_tune(settings, prepared, plan, data, client, experiment_id, parent_run_id)
+        except BaseException as err:
+            state = "interrupted" if isinstance(err, (KeyboardInterrupt, SweepInterrupted)) else "crashed"
+            _end_parent(client, parent_run_id, state, repr(err)[:500])
+            raise
+        return summary
+    finally:
+        cluster.close()
 
-    if not ray.is_initialized():
-        # Join the cluster named by --ray-address / $RAY_ADDRESS (set by `ray job submit`), else
-        # start a private local one: a bare ray.init() would join whatever cluster
-        # /tmp/ray/ray_current_cluster names, stale or not.
-        ray.init(address=settings.ray_address or "local", log_to_driver=False)
-    trainable = tune.with_resources(train_gan, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
-    scheduler = _scheduler(settings, space)
-    if settings.scheduler == "pbt":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
+def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    from ray import tune
 
-        # PBT drives the search itself (Tune refuses a searcher beside it): start the population
-        # from the space's own sampler, paper defaults first.
-        points = [{**space.fixed, **c} for c in space.sample_configs(settings.num_trials, seed=settings.seed)]
-        # Every key of a point must exist in the param space; None is GanConfig's "unset", which
-        # a conditional setting (beta1 without adam) must be.
-        param_space.update({key: None for point in points for key in point if key not in param_space})
-        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=settings.max_concurrent or 0)
-        max_concurrent = None  # the generator limits it (Tune ignores the TuneConfig value here)
-    else:
-        max_concurrent = settings.max_concurrent
-        search_alg = OptunaSearch(space=space.define_by_run, metric="objective", mode=mode,
-                                  points_to_evaluate=[{**p} for p in space.start_points()], seed=settings.seed,
-                                  study_name=settings.name)
+    from .plan import CollapseStopper, trial_dirname
+    from .report import optuna_record, write_sweep_report
+    from .tracking import SweepLogger
+    from .tune import trainable
 
-    callback = SweepCallback(client, experiment_id, parent_run_id, settings.steps)
-    run_config = tune.RunConfig(
-        name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(), callbacks=[callback],
-        failure_config=tune.FailureConfig(max_failures=1),
-        # PBT exploiters restore other trials' checkpoints: keep enough that none is deleted
-        # before it is copied (Tune warns at <= 2).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings.scheduler == "pbt" else 2), verbose=1)
-    experiment_path = f"{settings.storage_path.rstrip('/')}/{settings.name}"
-    if settings.resume and tune.Tuner.can_restore(experiment_path):
-        tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
+    space, base = prepared.space, dict(prepared.base, checkpoint_every=plan.checkpoint_every,
+                                       checkpoint_steps=list(plan.checkpoint_steps))
+    param_space = dict(base)
+    if plan.population:  # PBT: every key of a starting config exists in the param space (None: unset)
+        param_space.update({key: None for point in plan.population for key in point if key not in param_space})
+    tags = {"sweep_name": settings.name, "primary_metric": prepared.primary,
+            "feature_extractor": prepared.feature_extractor}
+    real_points = data.heldout[:2000].numpy() if data.sample_shape == (2,) else None
+    logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.searched, tags,
+                         plan.log_hparams, real_points)
+    run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)
+    random.seed(settings.seed)  # PBT picks donors with Python's global RNG
+    started = time.time()
+    if settings.resume:
+        tuner = tune.Tuner.restore(settings.experiment_path, run, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space)
     else:
-        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config, tune_config=tune.TuneConfig(
-            metric="objective", mode=mode, search_alg=search_alg, scheduler=scheduler,
-            num_samples=settings.num_trials, max_concurrent_trials=max_concurrent))
+        tuner = tune.Tuner(run, param_space=param_space, tune_config=tune.TuneConfig(
+            metric=plan.metric, mode=plan.mode, search_alg=plan.search_alg, scheduler=plan.scheduler,
+            num_samples=settings.num_trials, max_concurrent_trials=plan.max_concurrent, reuse_actors=True,
+            trial_dirname_creator=trial_dirname), run_config=tune.RunConfig(
+            name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(), callbacks=[logger],
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.num_to_keep), verbose=1))
     results = tuner.fit()
-    study = getattr(search_alg, "_ot_study", None)  # what the Optuna sampler was told, per trial
-    told = [{"state": t.state.name, "value": t.value, **t.params} for t in study.trials] if study else []
-    return write_sweep_report(client, parent_run_id, results, space, settings, callback, told, primary)
+    live = SweepLogger.live(parent_run_id) or logger  # a restored sweep ran the logger pickled with it
+    undelivered = live.close()
+    summary = write_sweep_report(client, parent_run_id, results, space, settings, live.verdicts, prepared.primary,
+                                 plan.description, optuna_record(settings.experiment_path))
+    summary.update(seconds=time.time() - started, undelivered=undelivered, parent_run_id=parent_run_id,
+                   experiment_id=experiment_id)
+    if summary["by_status"].get("interrupted"):
+        raise SweepInterrupted(summary)
+    if summary["trials"] and summary["by_status"].get("error", 0) == summary["trials"]:
+        _end_parent(client, parent_run_id, "failed", "every trial errored")
+        raise SweepFailed(summary)
+    _end_parent(client, parent_run_id, "finished", "")
+    return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings = SweepSettings(**{k: v for k, v in vars(args).items()})
-    started = time.time()
+def _end_parent(client, run_id: str, state: str, reason: str) -> None:
+    client.set_tag(run_id, "sweep_state", state)
+    if reason:
+        client.set_tag(run_id, "sweep_end_reason", reason)
+    client.set_terminated(run_id, {"finished": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED"))
+
+
+# -- the command line ------------------------------------------------------------------------------
+def ui_links(settings: SweepSettings, experiment_id: str, parent_run_id: str) -> tuple[str, list[str]]:
+    """(how to open the UI, [training-runs view URL, sweep run URL]). A new browser opens an
+    experiment in MLflow's GenAI view; the ``/runs`` route shows the training runs."""
+    uri = settings.tracking_uri
+    if uri.startswith("http"):
+        root, how = uri.rstrip("/"), f"the tracking server at {uri}"
+    else:
+        root = "http://127.0.0.1:5000"
+        how = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return how, [f"{root}/#/experiments/{experiment_id}/runs", f"{root}/#/experiments/{experiment_id}/runs/"
+                 f"{parent_run_id}"]
+
+
+def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: str) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items())
+    lines = [f"\nSweep {settings.name!r} {headline} in {summary['seconds']:.0f} s: {summary['trials']} trials "
+             f"({counts})", f"Schedule: {summary['schedule']}"]
+    best = summary.get("best")
+    if best:
+        searched = {k: v for k, v in best["config"].items() if k in summary["searched"] or k == "loss"}
+        lines.append(f"Best trial {best['trial_id']} ({best['status']}): {summary['primary']} score "
+                     f"{best['score']:.4g} (mean of the last scored evaluations, best reached at step "
+                     f"{best['best_step']:.0f}) with {json.dumps(searched)}")
+    else:
+        lines.append("No healthy trial: no best configuration.")
+    work = summary["work"]
+    saved = work["saved_fraction"]["seconds"]
+    budget_seconds = max(work["total_done"]["seconds"] + work["total_saved"]["seconds"], 1e-9)
+    by_cause = ", ".join(f"{cause} {v['seconds'] / budget_seconds:.0%}" for cause, v in work["saved"].items())
+    lines.append(f"Work: {work['total_done']['seconds']:.0f} trial-seconds, {work['total_done']['generator_steps']:,} "
+                 f"generator and {work['total_done']['critic_steps']:,} critic steps; stopping early saved an "
+                 f"estimated {saved:.0%} of the trial time" + (f" ({by_cause})" if by_cause else ""))
+    how, (runs_url, parent_url) = ui_links(settings, summary["experiment_id"], summary["parent_run_id"])
+    lines += [f"MLflow experiment {settings.experiment!r} ({how}):", f"  training runs: {runs_url}",
+              f"  this sweep:    {parent_url}", f"Report: {summary['report']}"]
+    if summary.get("undelivered"):
+        lines.append(f"MLflow: {len(summary['undelivered'])} calls could not be delivered "
+                     f"({', '.join(sorted(set(summary['undelivered'])))}); Tune's results under "
+                     f"{settings.experiment_path} are complete")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    try:
+        settings = settings_from_args(argv, prog)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_REFUSED
     try:
         summary = run_sweep(settings)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"\nSweep {settings.name!r} finished in {time.time() - started:.0f} s: {summary['trials']} trials "
-          f"({', '.join(f'{n} {s}' for s, n in summary['by_status'].items())})")
-    best = summary.get("best")
-    if best:
-        searched = {k: v for k, v in best["config"].items() if k in summary["searched"] or k == "loss"}
-        print(f"Best trial {best['trial_id']}: {summary['primary']} = {best['objective']:.4g} with "
-              f"{json.dumps(searched)}")
-    print(f"Compute saved by pruning: {summary['compute_saved']:.0%} of the budgeted generator steps")
-    print(f"MLflow parent run {summary['parent_run_id']} in experiment {settings.experiment!r} at "
-          f"{settings.tracking_uri}")
-    print(f"Report: {summary['report']}")
-    if not settings.tracking_uri.startswith("http"):
-        print(f"Open the UI: mlflow ui --backend-store-uri {settings.tracking_uri} --host 127.0.0.1 --port 5000")
-    return 0
+        return EXIT_REFUSED
+    except SweepFailed as err:
+        print(format_summary(settings, err.summary, "FAILED"), file=sys.stderr)
+        return EXIT_FAILED
+    except (SweepInterrupted, KeyboardInterrupt) as err:
+        if isinstance(err, SweepInterrupted):
+            print(format_summary(settings, err.summary, "was interrupted"), file=sys.stderr)
+        print(f"Interrupted: continue it with the same command and --resume --name {settings.name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_summary(settings, summary, "finished"))
+    return EXIT_OK
 
 
-def settings_dict(settings: SweepSettings) -> dict[str, Any]:
-    return {k: v for k, v in asdict(settings).items() if v is not None}
+def console_main() -> int:
+    """``ganlib-sweep SPACE [flags]``: the same as ``python sweeps/SPACE.py [flags]``."""
+    argv = sys.argv[1:]
+    if not argv or argv[0].startswith("-"):
+        print("usage: ganlib-sweep SPACE [flags]   (SPACE: a name in search_spaces/ or a YAML path; "
+              "--help after it for the flags)", file=sys.stderr)
+        return EXIT_REFUSED
+    return main(["--space", argv[0], *argv[1:]], prog="ganlib-sweep SPACE")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

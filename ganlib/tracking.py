@@ -1,29 +1,48 @@
-"""MLflow: one parent run per sweep, one child run per trial nested under it.
+"""MLflow, from the sweep driver only: one parent run per sweep, one child run per trial.
 
-Trials log their own child runs from inside the trial process, with the tracking URI passed
-explicitly in the trial config (Ray's MLflow callback does not carry it into trials, and
-``mlflow.set_experiment`` on the driver leaks through ``MLFLOW_EXPERIMENT_ID``; we only use
-``MlflowClient`` with explicit ids). The driver creates the experiment (trials racing to create
-it hit a UNIQUE constraint), the parent run, and sets each child's final verdict: a trial that
-Tune stops is killed and cannot tag itself.
+Trials never talk to MLflow. The driver sees every result, checkpoint and end of a trial
+through Tune (``SweepLogger``, a Tune callback) and hands the MLflow calls to one background
+thread (``TrackingQueue``), which applies them in order and retries through an outage of the
+tracking server: training never waits on MLflow, and metrics logged during an outage arrive
+afterwards. What could not be delivered by the end of the sweep is listed in its summary; Tune's
+own results hold everything regardless. Consequences worth knowing:
+
+* a trial restarted from a checkpoint (a lost worker, a resumed sweep) continues its own child
+  run, and steps already logged are not logged again (each run's metric history has one value
+  per step);
+* a local SQLite store works on a multi-node cluster: only the driver writes to it;
+* under PBT, a trial's config changes when it exploits another: the new values are logged as
+  metrics ``hp_<name>`` by step and as ``config/step_<N>.json`` (params are immutable).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import math
-import tempfile
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from ray.tune import Callback
+
+from .config import SHORTHANDS, expand_shorthand
+
+logger = logging.getLogger(__name__)
 
 TRIAL_ID_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-STATUSES = ("completed", "stopped_early", "collapsed", "diverged", "error")
+STATUSES = ("completed", "stopped_early", "stalled", "collapsed", "diverged", "error", "interrupted")
+FAMILIES = {pair: name for name, pair in SHORTHANDS.items()}
+ABBREVIATIONS = {"clip": "c", "n_critic": "k", "gp_lambda": "lambda", "beta1": "b1", "beta2": "b2",
+                 "momentum": "m", "d_norm": "norm"}
+_LIVE: dict[str, SweepLogger] = {}  # parent run id -> the logger Tune is running (see SweepLogger.setup)
 
 
+# -- small helpers -----------------------------------------------------------------------------------
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -31,9 +50,8 @@ def client_for(uri: str):
 
 
 def local_artifact_root(uri: str) -> str | None:
-    """For a local SQLite store, an absolute artifact folder beside the database: MLflow's
-    default is ./mlruns of whichever process creates the experiment, and Tune trials run in
-    other working directories. Remote servers choose (or proxy) their own artifact store."""
+    """For a local SQLite store, an absolute artifact folder beside the database (MLflow's
+    default is ./mlruns of whichever process creates the experiment)."""
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
     return None
@@ -46,14 +64,19 @@ def get_or_create_experiment(client, name: str) -> str:
     return client.create_experiment(name, artifact_location=local_artifact_root(client.tracking_uri))
 
 
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The loggable entries: finite numbers (status, reason and flags are not metrics)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 def log_metrics(client, run_id: str, metrics: dict[str, Any], step: int) -> None:
-    """Numeric, finite metrics in one batch; the rest are not metrics (status, reason)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-    client.log_batch(run_id, metrics=batch)
+    batch = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
+    for i in range(0, len(batch), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
 
 
 def log_params(client, run_id: str, params: dict[str, Any]) -> None:
@@ -62,85 +85,299 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> None:
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items()) if v is not None])
 
 
-def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.{TRIAL_ID_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"), max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-# -- figures ---------------------------------------------------------------------------------------
-def sample_figure(fake: torch.Tensor, real: torch.Tensor, title: str) -> bytes:
-    """PNG bytes: a scatter of generated vs held-out real points (2-D) or a grid of images."""
-    if fake.dim() == 4:
-        from torchvision.utils import make_grid, save_image
-
-        buffer = io.BytesIO()
-        grid = make_grid(fake[:64].clamp(-1, 1), nrow=8, normalize=True, value_range=(-1, 1), pad_value=1)
-        save_image(grid, buffer, format="png")
-        return buffer.getvalue()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    ax.scatter(real[:2000, 0], real[:2000, 1], s=2, c="0.6", label="held-out real")
-    ax.scatter(fake[:2000, 0], fake[:2000, 1], s=2, c="tab:red", label="generated")
-    ax.set_title(title, fontsize=9)
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def log_bytes(client, run_id: str, data: bytes, artifact_path: str) -> None:
+    import tempfile
+
     folder, name = artifact_path.rsplit("/", 1) if "/" in artifact_path else ("", artifact_path)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
         client.log_artifact(run_id, str(Path(tmp) / name), folder or None)
 
 
-# -- the trial side -------------------------------------------------------------------------------
-class TrialTracker:
-    """Observer of a training run (``train(..., observers=[tracker])``) inside a Tune trial.
+def family(config: dict[str, Any]) -> str:
+    """The algorithm by its paper's name where it is one (wgan, wgan_gp, gan_ns, gan_minimax),
+    else loss+constraint."""
+    try:
+        axes = expand_shorthand({k: config.get(k) for k in ("loss", "constraint") if config.get(k) is not None})
+    except ValueError:
+        return str(config.get("loss"))
+    pair = (axes.get("loss"), axes.get("constraint") or "none")
+    return FAMILIES.get(pair, f"{pair[0]}+{pair[1]}")
 
-    ``tracking`` is the trial config's ``_tracking`` entry: {uri, experiment_id, parent_run_id}.
-    A trial that is restarted (after a failure, or a population-based exploit) finds its own
-    child run again by its Tune trial id and continues it; parameters are logged only once."""
 
-    def __init__(self, tracking: dict[str, str], trial_id: str, trial_name: str, params: dict[str, Any],
-                 plot_every: int):
-        self.client = client_for(tracking["uri"])
-        self.plot_every = plot_every
-        existing = find_trial_run(self.client, tracking["experiment_id"], tracking["parent_run_id"], trial_id)
-        if existing:
-            self.run_id = existing
+def run_name(config: dict[str, Any], searched: tuple[str, ...], prefix: str = "") -> str:
+    """What a trial is, at a glance: its family and the searched values, e.g.
+    ``wgan c=0.00345 k=8 lr_g=0.0011 lr_d=0.00011 rmsprop``."""
+    parts = [prefix + family(config)] if prefix else [family(config)]
+    words = []
+    for name in searched:
+        value = config.get(name)
+        if name in ("loss", "constraint") or value is None:
+            continue
+        if name == "optimizer":
+            words.append(str(value))
+        elif isinstance(value, float):
+            parts.append(f"{ABBREVIATIONS.get(name, name)}={value:.3g}")
         else:
-            run = self.client.create_run(tracking["experiment_id"], run_name=trial_name, tags={
-                PARENT_TAG: tracking["parent_run_id"], TRIAL_ID_TAG: trial_id, "status": "running"})
-            self.run_id = run.info.run_id
-            log_params(self.client, self.run_id, params)
-        self._tagged_extractor = False
-
-    def __call__(self, trainer, metrics: dict[str, Any], evaluator) -> None:
-        step = int(metrics["step"])
-        log_metrics(self.client, self.run_id, metrics, step)
-        if not self._tagged_extractor:
-            self.client.set_tag(self.run_id, "feature_extractor", evaluator.feature_extractor)
-            self.client.set_tag(self.run_id, "primary_metric", evaluator.primary)
-            self._tagged_extractor = True
-        if metrics.get("status", "ok") != "ok":
-            self.client.set_tag(self.run_id, "status", metrics["status"])
-            self.client.set_tag(self.run_id, "reason", metrics["reason"])
-        if step % self.plot_every == 0 or step == trainer.cfg.steps or metrics.get("status", "ok") != "ok":
-            fake = trainer.sample(min(trainer.cfg.eval_samples, 2000))
-            png = sample_figure(fake, trainer.data.heldout, f"{trainer.cfg.loss} step {step}")
-            log_bytes(self.client, self.run_id, png, f"samples/step_{step:07d}.png")
+            parts.append(f"{ABBREVIATIONS.get(name, name)}={value}")
+    return " ".join(parts + words)
 
 
-# -- the driver side ------------------------------------------------------------------------------
+def trial_status(last: dict[str, Any] | None, steps: int, errored: bool, finished: bool = True) -> tuple[str, str]:
+    """A trial's verdict from its last result: ``finished`` is False for a trial that was still
+    running or waiting when the sweep was interrupted."""
+    last = last or {}
+    step = int(last.get("step", 0))
+    if errored:
+        return "error", f"the trial raised an error after step {step}"
+    if last.get("status") in ("collapsed", "diverged", "stalled"):
+        return last["status"], last.get("reason", "")
+    if step >= steps:
+        return "completed", ""
+    if not finished:
+        return "interrupted", f"the sweep was interrupted at step {step} of {steps}"
+    return "stopped_early", f"stopped by the scheduler at step {step} of {steps}"
+
+
+def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.{TRIAL_ID_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"), max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+# -- the background thread -----------------------------------------------------------------------------
+class TrackingQueue:
+    """One thread owns the driver's MLflow client; ``put(fn, *args)`` queues ``fn(client, *args)``.
+    A call that fails is retried with backoff until it succeeds (the tracking server may be down
+    for a while); a call MLflow rejects as invalid is dropped and noted. ``close(timeout)`` waits
+    for the queue to drain and returns what was not delivered."""
+
+    RETRY_BACKOFF_S = (1, 2, 5, 10, 20, 30)
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._items: queue.Queue = queue.Queue()
+        self._give_up = threading.Event()
+        self.failures: list[str] = []  # calls MLflow rejected (never retried)
+        self._thread = threading.Thread(target=self._run, name="mlflow-tracking", daemon=True)
+        self._thread.start()
+
+    def put(self, fn, *args) -> None:
+        self._items.put((fn, args))
+
+    def _run(self) -> None:
+        client = client_for(self.uri)
+        while (item := self._items.get()) is not None:
+            fn, args = item
+            for attempt in range(10**9):
+                try:
+                    fn(client, *args)
+                    break
+                except Exception as err:  # noqa: BLE001 - retry, unless MLflow said no
+                    name = getattr(fn, "__name__", str(fn))
+                    if _rejected(err):
+                        self.failures.append(f"{name}: {str(err).splitlines()[0][:300]}")
+                        logger.warning("MLflow rejected %s: %s", name, err)
+                        break
+                    if self._give_up.is_set():
+                        self._items.put(item)  # counted as undelivered by close()
+                        return
+                    delay = self.RETRY_BACKOFF_S[min(attempt, len(self.RETRY_BACKOFF_S) - 1)]
+                    logger.warning("MLflow unreachable (%s); retrying %s in %d s", str(err).splitlines()[0][:200],
+                                   name, delay)
+                    self._give_up.wait(delay)
+
+    def close(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s for every queued call; returns the names of those not delivered."""
+        self._items.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._give_up.set()
+            self._thread.join(30)
+        left = []
+        while not self._items.empty():
+            item = self._items.get_nowait()
+            if item is not None:
+                left.append(getattr(item[0], "__name__", str(item[0])))
+        return left
+
+
+def _rejected(err: Exception) -> bool:
+    """MLflow answered, and said no (a bad request): retrying will not help."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(err, RestException):
+        return err.get_http_status_code() < 500
+    if isinstance(err, MlflowException):
+        text = str(err)
+        return "INVALID_PARAMETER_VALUE" in text or "RESOURCE_ALREADY_EXISTS" in text or \
+            "Changing param values is not allowed" in text
+    return False
+
+
+# -- the Tune callback -----------------------------------------------------------------------------------
+class SweepLogger(Callback):
+    """Driver-side logging of every trial to its own child run under the sweep's parent run.
+
+    Tune pickles its callbacks with the experiment, and a restored sweep runs the pickled logger,
+    not a new one: this object therefore holds plain data only, starts its thread in ``setup``,
+    and registers itself so the driver can find the logger Tune actually ran (``live``)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, steps: int,
+                 searched: tuple[str, ...], tags: dict[str, str], log_hparams: bool,
+                 real_points=None, stage: str = "search"):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.steps, self.searched, self.tags, self.log_hparams = steps, tuple(searched), dict(tags), log_hparams
+        self.real_points, self.stage = real_points, stage
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self.queue: TrackingQueue | None = None
+        self.runs: dict[str, str] = {}  # trial id -> run id (worker thread)
+        self.last_step: dict[str, int] = {}  # trial id -> last step logged (worker thread)
+        self.configs: dict[str, dict[str, Any]] = {}  # trial id -> config last logged (PBT)
+        self.trial_states: dict[str, str] = {}  # trial id -> Tune status at the end of the run
+        self.verdicts: dict[str, tuple[str, str]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
+                "real_points", "stage")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    @staticmethod
+    def live(parent_run_id: str) -> SweepLogger | None:
+        return _LIVE.get(parent_run_id)
+
+    # -- Tune's hooks (driver thread: only queue work here) --------------------------------------
+    def setup(self, **info) -> None:
+        if self.queue is None:
+            self.queue = TrackingQueue(self.tracking_uri)
+        _LIVE[self.parent_run_id] = self
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        config = dict(trial.config)
+        metrics = dict(numeric_metrics(result))
+        if self.log_hparams:
+            metrics.update({f"hp_{k}": v for k, v in numeric_metrics(_public(config)).items()
+                            if k in self.searched})
+            if self.configs.get(trial.trial_id, config) != config:
+                self.queue.put(self._log_config_change, trial.trial_id, config, int(result.get("step", 0)))
+            self.configs[trial.trial_id] = config
+        self.queue.put(self._log_result, trial.trial_id, config, metrics, int(result.get("step", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, errored=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            self.trial_states[trial.trial_id] = trial.status
+            if trial.status not in ("TERMINATED", "ERROR"):  # still running or waiting: interrupted
+                status, reason = trial_status(trial.last_result, self.steps, False, finished=False)
+                self.verdicts[trial.trial_id] = (status, reason)
+                self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
+
+    def _finish(self, trial, errored: bool) -> None:
+        status, reason = trial_status(trial.last_result, self.steps, errored)
+        self.verdicts[trial.trial_id] = (status, reason)
+        self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, trial.checkpoint,
+                       "FAILED" if errored else "FINISHED")
+
+    def close(self, timeout: float = 120) -> list[str]:
+        """Deliver what is queued (waiting up to ``timeout`` s); returns what was not."""
+        if self.queue is None:
+            return []
+        left = self.queue.close(timeout) + self.queue.failures
+        self.queue = None
+        return left
+
+    # -- the MLflow calls (tracking thread) -------------------------------------------------------
+    def _ensure_run(self, client, trial_id: str, config: dict[str, Any]) -> str:
+        if trial_id in self.runs:
+            return self.runs[trial_id]
+        run_id = find_trial_run(client, self.experiment_id, self.parent_run_id, trial_id)
+        if run_id is None:
+            public = _public(config)
+            run = client.create_run(self.experiment_id, run_name=run_name(public, self.searched), tags={
+                PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial", "stage": self.stage,
+                "status": "running", "family": family(public), **self.tags})
+            run_id = run.info.run_id
+            log_params(client, run_id, public)
+            self.last_step[trial_id] = 0
+        else:  # a restarted trial, or a resumed sweep: continue the run, never log a step twice
+            history = client.get_metric_history(run_id, "step")
+            self.last_step[trial_id] = int(max((m.step for m in history), default=0))
+            client.set_tag(run_id, "status", "running")
+        self.runs[trial_id] = run_id
+        return run_id
+
+    def _log_result(self, client, trial_id: str, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        run_id = self._ensure_run(client, trial_id, config)
+        if step <= self.last_step.get(trial_id, 0):
+            return  # replayed after a restart from an older checkpoint: already logged
+        log_metrics(client, run_id, metrics, step)
+        self.last_step[trial_id] = step
+
+    def _log_config_change(self, client, trial_id: str, config: dict[str, Any], step: int) -> None:
+        run_id = self._ensure_run(client, trial_id, config)
+        log_bytes(client, run_id, json.dumps(_public(config), indent=1, default=str).encode(),
+                  f"config/step_{step:07d}.json")
+        client.set_tag(run_id, "config_changed_at", str(step))
+
+    def _end_run(self, client, trial_id: str, config: dict[str, Any], status: str, reason: str, checkpoint,
+                 end: str) -> None:
+        run_id = self._ensure_run(client, trial_id, config)
+        client.set_tag(run_id, "status", status)
+        client.set_tag(run_id, "reason", reason[:5000])
+        if checkpoint is not None:
+            try:
+                artifacts = self._checkpoint_artifacts(config, checkpoint)
+            except Exception as err:  # noqa: BLE001 - an unreadable checkpoint must not end the sweep
+                client.set_tag(run_id, "checkpoint_error", str(err)[:500])
+                artifacts = {}
+            for path, data in artifacts.items():
+                log_bytes(client, run_id, data, path)
+        client.set_terminated(run_id, end)
+
+    def _checkpoint_artifacts(self, config: dict[str, Any], checkpoint) -> dict[str, bytes]:
+        """From the trial's last checkpoint: the final generator weights, the best-score ones
+        (with their step), and a picture of the last samples."""
+        import torch
+
+        from .figures import sample_figure
+        from .tune import load_tune_checkpoint
+
+        state = load_tune_checkpoint(checkpoint)
+        best = (state.get("evaluation") or {}).get("best") or {}
+        header = {"config": state["config"], "format": state.get("format")}
+        out = {}
+        for name, weights, step in (("last", state["generator"], state["step"]),
+                                    ("best", best.get("generator"), best.get("step"))):
+            if weights is not None:
+                buffer = io.BytesIO()
+                torch.save({**header, "generator": weights, "step": step}, buffer)
+                out[f"checkpoint/generator_{name}.pt"] = buffer.getvalue()
+        if state.get("samples") is not None:
+            real = None if self.real_points is None else torch.as_tensor(self.real_points)
+            out["samples/last.png"] = sample_figure(state["samples"], real,
+                                                    f"{family(_public(config))} step {state['step']}")
+        return out
+
+
+def _public(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+# -- the parent run ---------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -153,7 +390,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _code_version() -> str:
+def code_version() -> str:
     import subprocess
 
     try:
@@ -166,82 +403,24 @@ def _code_version() -> str:
         return "unknown"
 
 
-def start_sweep_run(settings, space) -> tuple[Any, str, str]:
-    """(client, experiment_id, parent_run_id). On --resume, the sweep's running parent run of
-    the same name is continued instead of starting a new one."""
+def find_sweep_run(client, experiment_id: str, name: str):
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.ganlib_role = 'sweep' and tags.sweep_name = '{name}'"), max_results=1,
+        order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def start_sweep_run(client, experiment_id: str, settings, space, plan_text: str) -> str:
+    """A new parent run for the sweep: its settings as params, the space as an artifact."""
     import yaml
 
-    from .sweep import settings_dict
-
-    client = client_for(settings.tracking_uri)
-    experiment_id = get_or_create_experiment(client, settings.experiment)
-    if settings.resume:
-        runs = client.search_runs([experiment_id], filter_string=(
-            f"tags.ganlib_role = 'sweep' and tags.sweep_name = '{settings.name}'"), max_results=1,
-            order_by=["attributes.start_time DESC"])
-        if runs:
-            return client, experiment_id, runs[0].info.run_id
     run = client.create_run(experiment_id, run_name=settings.name, tags={
-        "ganlib_role": "sweep", "sweep_name": settings.name, "space": space.name,
-        "searcher": "pbt-population" if settings.scheduler == "pbt" else "optuna-tpe",
-        "scheduler": settings.scheduler, "code_version": _code_version(), **_versions()})
+        "ganlib_role": "sweep", "sweep_name": settings.name, "sweep_base": settings.base_name,
+        "sweep_state": "running", "space": space.name,
+        "dataset": settings.dataset, "searcher": "pbt-population" if settings.scheduler == "pbt" else "optuna-tpe",
+        "scheduler": settings.scheduler, "schedule": plan_text[:5000], "code_version": code_version(),
+        **_versions()})
     run_id = run.info.run_id
-    log_params(client, run_id, {**settings_dict(settings), "searched": ",".join(space.searched)})
+    log_params(client, run_id, {**settings.to_dict(), "searched": ",".join(space.searched)})
     log_bytes(client, run_id, yaml.safe_dump(space.to_dict(), sort_keys=False).encode(), "space.yaml")
-    return client, experiment_id, run_id
-
-
-def trial_status(last: dict[str, Any] | None, steps: int, errored: bool) -> tuple[str, str]:
-    """The final verdict of a finished trial from its last result."""
-    last = last or {}
-    if errored:
-        return "error", f"the trial raised an error after step {last.get('step', 0)}"
-    if last.get("status") in ("collapsed", "diverged"):
-        return last["status"], last.get("reason", "")
-    if last.get("step", 0) >= steps:
-        return "completed", ""
-    return "stopped_early", f"stopped by the scheduler at step {last.get('step', 0)} of {steps}"
-
-
-def _tune_callback_base():
-    from ray.tune import Callback
-
-    return Callback
-
-
-class SweepCallback(_tune_callback_base()):
-    """Driver-side: when a trial ends, tag its child run with the verdict, attach the final
-    generator weights, and close it."""
-
-    def __init__(self, client, experiment_id: str, parent_run_id: str, steps: int):
-        self.client, self.experiment_id, self.parent_run_id, self.steps = client, experiment_id, parent_run_id, steps
-        self.verdicts: dict[str, tuple[str, str, int]] = {}  # trial id -> (status, reason, steps run)
-
-    def _finish(self, trial, errored: bool) -> None:
-        status, reason = trial_status(trial.last_result, self.steps, errored)
-        steps_run = int((trial.last_result or {}).get("step", 0))
-        self.verdicts[trial.trial_id] = (status, reason, steps_run)
-        run_id = find_trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run_id is None:  # the trial failed before it could create its run
-            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
-                PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial.trial_id}).info.run_id
-        self.client.set_tag(run_id, "status", status)
-        self.client.set_tag(run_id, "reason", reason)
-        if trial.checkpoint is not None:
-            try:
-                from .tune import load_tune_checkpoint
-
-                state = load_tune_checkpoint(trial.checkpoint)
-                buffer = io.BytesIO()
-                torch.save({"generator": state["generator"], "config": state["config"], "step": state["step"]},
-                           buffer)
-                log_bytes(self.client, run_id, buffer.getvalue(), "checkpoint/generator.pt")
-            except Exception as err:  # noqa: BLE001 - a missing artifact must not end the sweep
-                self.client.set_tag(run_id, "checkpoint_error", str(err)[:500])
-        self.client.set_terminated(run_id, "FAILED" if status == "error" else "FINISHED")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, errored=False)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, errored=True)
+    return run_id

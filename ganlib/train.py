@@ -72,7 +72,8 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
             continue
         # The optimizers' live learning rates: under PBT they show the schedule actually applied.
         live = {"opt_lr_d": trainer.opt_d.param_groups[0]["lr"], "opt_lr_g": trainer.opt_g.param_groups[0]["lr"]}
-        metrics = evaluate({"step": step, **means.pop(), "samples_per_s": throughput.rate(), **live})
+        metrics = evaluate({"step": step, "critic_steps": trainer.critic_steps, **means.pop(),
+                            "samples_per_s": throughput.rate(), **live})
         stop = cfg.stop_on_collapse and metrics["status"] != OK
         save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or stop
         for observe in observers:

@@ -108,6 +108,7 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(self.cfg.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
         self.step = 0  # generator iterations done
+        self.critic_steps = 0  # critic updates done (n_critic may change under PBT)
         self.real_samples_seen = 0
 
     # -- one iteration ------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Trainer:
         grad_norm = _grad_norm(self.critic)
         self.opt_d.step()
         self.constraint.after_step(self.critic)
+        self.critic_steps += 1
         return loss.detach(), None if penalty is None else penalty.detach(), grad_norm
 
     def generator_step(self) -> tuple[Tensor, Tensor]:
@@ -176,6 +178,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
+            "critic_steps": self.critic_steps,
             "real_samples_seen": self.real_samples_seen,
             "config": self.cfg.to_dict(),
             "generator": self.generator.state_dict(),
@@ -216,6 +219,7 @@ class Trainer:
         else:  # CUDA and CPU generator states are not interchangeable: continue reproducibly
             self.noise_rng.manual_seed(self.cfg.seed + 1 + state["step"])
         self.step = int(state["step"])
+        self.critic_steps = int(state.get("critic_steps", self.step * self.cfg.n_critic))
         self.real_samples_seen = int(state.get("real_samples_seen", 0))
 
 

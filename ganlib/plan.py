@@ -1,0 +1,178 @@
+"""The scheduler choice, decided in one place: ``plan_sweep`` returns the scheduler, the searcher,
+the metric they compare, the steps at which trials must checkpoint, and what to log.
+
+* ``asha`` (default): asynchronous successive halving on ``objective`` (a trial's best score so
+  far), reduction factor 2, rungs from a quarter of the budget. Every rung is a checkpoint and a
+  scored evaluation, so a trial stopped there leaves its weights and its score of that step.
+* ``hyperband``: asynchronous Hyperband, i.e. ASHA in several brackets (Li et al. 2020), reduction
+  factor 3, only brackets that prune within the budget. Nothing is paused, so nothing replays.
+* ``pbt``: population-based training on ``score`` (current performance, not the best so far): an
+  exploited trial takes a top-quarter trial's checkpoint and config, then perturbs that config
+  inside the space (``SpaceExplorer``: bounds and conditions respected, its own seeded RNG).
+  PBT drives the search itself; the population is sampled from the space.
+* ``none``: every trial runs its whole budget (collapse and stall stops still apply).
+
+Searcher (all but PBT): Optuna's TPE through Tune's ``OptunaSearch``, seeded, the space's start
+points first. It is told each finished trial's last ``objective``: the best score a healthy trial
+reached (completed, stopped by a rung or stalled), the penalty for a collapsed or diverged one
+(worse than any healthy score: ``ganlib.evaluate``), and FAIL for an error.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray.tune.stopper import Stopper
+
+from .config import HYPERPARAMS
+from .settings import SweepSettings
+from .spaces import SearchSpace
+
+ASHA_REDUCTION, HYPERBAND_REDUCTION = 2, 3
+PBT_QUANTILE = 0.25
+PBT_RESAMPLE_PROBABILITY = 0.25
+PBT_FACTORS = (0.8, 1.2)
+
+
+@dataclass
+class SweepPlan:
+    scheduler: Any  # a Tune TrialScheduler, or None for FIFO
+    search_alg: Any  # a Tune Searcher / SearchAlgorithm
+    metric: str  # what the scheduler and searcher compare (mode min)
+    checkpoint_every: int  # steps between regular checkpoints
+    checkpoint_steps: tuple[int, ...]  # steps that must checkpoint and score (rungs, perturbations)
+    max_concurrent: int | None  # for TuneConfig (None when the search algorithm limits it)
+    num_to_keep: int  # checkpoints kept per trial
+    log_hparams: bool  # the config can change during a trial (PBT): log it by step
+    description: str  # one line for the parent run and the summary
+    population: list[dict[str, Any]] | None = None  # PBT: the sampled starting configs
+
+    @property
+    def mode(self) -> str:
+        return "min"  # every primary metric is a distance
+
+
+class CollapseStopper(Stopper):
+    """Tune stopper: a trial whose detector says collapsed, diverged or stalled stops at once
+    (the trial ends itself too; this makes Tune record it as stopped, not failed)."""
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return result.get("status", "ok") != "ok"
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders named by trial id alone (Tune's default appends the config, truncated)."""
+    return f"trial_{trial.trial_id}"
+
+
+def trial_id_of_dirname(name: str) -> str:
+    return name.removeprefix("trial_")
+
+
+def _aligned(step: float, unit: int) -> int:
+    """``step`` rounded up to a multiple of ``unit`` (evaluations only happen there)."""
+    return max(unit, int(math.ceil(step / unit)) * unit)
+
+
+def asha_rungs(grace: int, max_t: int, reduction: int, bracket: int = 0) -> list[int]:
+    """The milestones of one ASHA bracket, as ``ray.tune.schedulers.async_hyperband._Bracket``
+    computes them (its MAX_RUNGS formula), below ``max_t``."""
+    count = int(np.log(max_t / grace) / np.log(reduction) - bracket + 1)
+    return sorted(r for k in range(count) if (r := grace * reduction ** (k + bracket)) < max_t)
+
+
+def _regular_checkpoints(settings: SweepSettings) -> int:
+    """About five checkpoints per trial (plus the final one): they bound the work lost to a
+    failure without flooding the storage."""
+    return settings.eval_every * max(1, settings.steps // 5 // settings.eval_every)
+
+
+def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    steps, unit = settings.steps, settings.eval_every
+    if settings.scheduler == "pbt":
+        interval = settings.score_every
+        population = [{**space.fixed, **c} for c in space.sample_configs(settings.num_trials, seed=settings.seed)]
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        scheduler = PopulationBasedTraining(
+            time_attr="step", perturbation_interval=interval, quantile_fraction=PBT_QUANTILE,
+            custom_explore_fn=SpaceExplorer(space, settings.seed), synch=False)
+        concurrent = max(settings.max_concurrent or settings.num_trials, settings.num_trials)
+        return SweepPlan(scheduler, BasicVariantGenerator(points_to_evaluate=population, max_concurrent=concurrent),
+                         "score", interval, tuple(range(interval, steps, interval)), None, 4, True,
+                         f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "
+                         f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population)
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = OptunaSearch(space=space.define_by_run, metric="objective", mode="min",
+                          points_to_evaluate=space.start_points(), seed=settings.seed, study_name=settings.name)
+    regular = _regular_checkpoints(settings)
+    if settings.scheduler == "asha":
+        grace = _aligned(steps / 4, unit)  # GANs start noisily: the first rung at a quarter of the budget
+        rungs = asha_rungs(grace, steps, ASHA_REDUCTION) if grace < steps else []
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=grace,
+                                  reduction_factor=ASHA_REDUCTION) if rungs else None
+        text = f"ASHA: reduction {ASHA_REDUCTION}, rungs at steps {', '.join(map(str, rungs))}"
+    elif settings.scheduler == "hyperband":
+        grace = _aligned(steps / HYPERBAND_REDUCTION ** 2, unit)
+        brackets = max(1, sum(1 for s in range(8) if grace * HYPERBAND_REDUCTION ** s < steps))
+        per_bracket = [asha_rungs(grace, steps, HYPERBAND_REDUCTION, b) for b in range(brackets)]
+        rungs = sorted({r for b in per_bracket for r in b})
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=grace,
+                                  reduction_factor=HYPERBAND_REDUCTION, brackets=brackets) if rungs else None
+        text = (f"asynchronous Hyperband: reduction {HYPERBAND_REDUCTION}, {brackets} brackets, rungs "
+                + "; ".join(", ".join(map(str, b)) for b in per_bracket))
+    else:
+        scheduler, rungs, text = None, [], "no early stopping by a scheduler (collapse and stall stops only)"
+    return SweepPlan(scheduler, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
+                     text + "; Optuna TPE")
+
+
+class SpaceExplorer:
+    """PBT's explore step, inside the search space: each searched hyperparameter active in the
+    config is resampled (probability 0.25) or perturbed (x0.8 / x1.2; integers +-1), then clipped
+    to its range. Structural choices (optimizer, loss, constraint...) are never mutated: the
+    checkpoint the trial continues from was made with them. Seeded, picklable."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.params = [p for p in space.params if p.name in HYPERPARAMS and p.type != "categorical"]
+        self.rng = random.Random(seed)
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        out = dict(config)
+        for p in self.params:
+            if not p.active(out) or out.get(p.name) is None:
+                continue
+            if self.rng.random() < PBT_RESAMPLE_PROBABILITY:
+                value = self._sample(p)
+            elif p.type == "int":
+                value = out[p.name] + self.rng.choice((-1, 1)) * (p.step or 1)
+            else:
+                value = out[p.name] * self.rng.choice(PBT_FACTORS)
+            out[p.name] = self._clip(p, value)
+        return out
+
+    def _sample(self, p) -> float | int:
+        if p.type == "int":
+            return self.rng.randrange(p.low, p.high + 1, p.step or 1)
+        if p.log:
+            return math.exp(self.rng.uniform(math.log(p.low), math.log(p.high)))
+        return self.rng.uniform(p.low, p.high)
+
+    @staticmethod
+    def _clip(p, value: float) -> float | int:
+        value = min(max(value, p.low), p.high)
+        if p.type == "int":
+            return int(round(value))
+        if p.step:
+            value = p.low + round((value - p.low) / p.step) * p.step
+        return float(value)

@@ -1,0 +1,128 @@
+"""Everything a sweep checks before Ray starts: the flags, the search space and every start
+point as a config, the data and its feature extractor, the Tune storage, the MLflow store, and
+what a private local Ray could run. A failure raises ``PreflightError`` (one line: the field or
+flag, and what is allowed); nothing is written."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, GanConfig
+from .settings import SettingsError, SweepSettings, check_settings, resolve_paths
+
+
+class PreflightError(Exception):
+    """A sweep cannot start; the message says what and how to fix it."""
+
+
+@dataclass
+class Prepared:
+    """What the checks established, for the run."""
+
+    space: Any  # SearchSpace
+    base: dict[str, Any]  # GanConfig fields every trial gets (budget, data, cadence, seed...)
+    primary: str  # the metric trials are scored on
+    feature_extractor: str
+    model_kind: str
+
+
+def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
+    from .cluster import check_private_resources
+    from .data import load_dataset
+    from .evaluate import primary_metric
+    from .metrics.features import feature_extractor_for
+    from .spaces import SpaceError, load_space
+
+    try:
+        resolve_paths(settings, cwd)
+        check_settings(settings)
+        if not settings.ray_address:
+            check_private_resources(settings)
+    except SettingsError as err:
+        raise PreflightError(str(err)) from None
+    try:
+        space = load_space(settings.space)
+    except (SpaceError, FileNotFoundError) as err:
+        raise PreflightError(str(err)) from None
+    try:
+        data = load_dataset(settings.dataset, settings.data_root)
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"--dataset {settings.dataset!r} is not reachable: {err}") from None
+    model_kind = space.fixed.get("model") if space.fixed.get("model", "auto") != "auto" else (
+        "dcgan" if data.kind == "image" else "mlp")
+    base = {k: v for k, v in dict(
+        dataset=settings.dataset, data_root=settings.data_root, inception_weights=settings.inception_weights,
+        steps=settings.steps, eval_every=settings.eval_every, score_every=settings.score_every,
+        eval_samples=settings.eval_samples, width=settings.width_for(model_kind), seed=settings.seed,
+        device=settings.device).items() if v is not None}
+    try:
+        for point in space.start_points() or [{}]:
+            GanConfig.from_dict({**base, **space.fixed, **point})
+    except ConfigError as err:
+        raise PreflightError(f"sweep settings: {err}") from None
+    try:  # the FID features: committed, trained once per machine, or a local Inception file
+        extractor = feature_extractor_for(data.name, data.kind, inception_path=settings.inception_weights)
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
+    check_storage(settings.storage_path)  # leaves nothing behind
+    check_tracking(settings.tracking_uri)  # may create the local store's folder
+    return Prepared(space, base, primary_metric(data), extractor.name, model_kind)
+
+
+def check_tracking(uri: str) -> None:
+    from .tracking import client_for
+
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # One quick probe: MLflow's default is minutes of retries with backoff on a dead server.
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "4"}
+    saved = {k: os.environ.get(k) for k in probe_env}
+    os.environ.update(probe_env)
+    try:
+        client_for(uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PreflightError(f"--tracking-uri {uri!r}: the MLflow tracking store is not reachable: {first}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_storage(path: str) -> None:
+    """Tune must be able to create the sweep's folder there: create the missing folders, write
+    and delete a probe file, and remove every folder this made."""
+    import pyarrow.fs as pafs
+
+    try:
+        if "://" in path:
+            fs, root = pafs.FileSystem.from_uri(path)
+        else:
+            fs, root = pafs.LocalFileSystem(), path
+        created = []
+        folder = root.rstrip("/")
+        while folder and fs.get_file_info(folder).type == pafs.FileType.NotFound:
+            created.append(folder)
+            folder = folder.rsplit("/", 1)[0] if "/" in folder else ""
+        if folder and fs.get_file_info(folder).type != pafs.FileType.Directory:
+            raise OSError(f"{folder} is not a folder")
+        try:
+            fs.create_dir(root, recursive=True)
+            probe = f"{root.rstrip('/')}/.ganlib-write-test"
+            with fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            fs.delete_file(probe)
+        finally:
+            for made in created:  # deepest first
+                try:
+                    fs.delete_dir(made)
+                except OSError:
+                    pass
+    except Exception as err:  # noqa: BLE001 - pyarrow raises OSError subclasses and ArrowInvalid
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PreflightError(f"--storage-path {path!r} is not writable: {first}") from None

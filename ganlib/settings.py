@@ -1,0 +1,232 @@
+"""What a sweep is asked to do: its flags, the presets, and the checks and path resolution that
+need nothing but the flags themselves (no data, no Ray, no MLflow).
+
+Every check raises ``SettingsError`` naming the flag and what is allowed; the sweep prints it as
+one ``error:`` line and exits 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# Budgets sized for a test (smoke), this 2-core machine in a few minutes (default), and a GPU
+# cluster (paper: the budgets of the large GAN studies). Widths are per model kind, so an image
+# sweep trains its DCGAN at the DCGAN's own size (None: the model's default).
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(num_trials=4, steps=40, eval_every=10, score_every=10, eval_samples=512, max_concurrent=2,
+                  width={"mlp": 32, "dcgan": 8}, confirm_top=0, confirm_seeds=3),
+    "default": dict(num_trials=16, steps=2000, eval_every=100, score_every=500, eval_samples=1024,
+                    max_concurrent=2, width={"mlp": 128, "dcgan": None}, confirm_top=3, confirm_seeds=3),
+    "paper": dict(num_trials=200, steps=20000, eval_every=500, score_every=1000, eval_samples=10000,
+                  max_concurrent=None, width={"mlp": None, "dcgan": None}, confirm_top=5, confirm_seeds=3),
+}
+SCHEDULERS = ("asha", "hyperband", "pbt", "none")
+PBT_MIN_POPULATION = 4  # exploits clone the top quarter into the bottom quarter
+
+
+class SettingsError(ValueError):
+    """A flag's value cannot work; the message names the flag and what is allowed."""
+
+    def __init__(self, flag: str, value: Any, allowed: str):
+        self.flag = flag
+        super().__init__(f"--{flag.replace('_', '-')} = {value!r} is invalid: allowed {allowed}")
+
+
+@dataclass
+class SweepSettings:
+    space: str
+    dataset: str = "ring8"
+    data_root: str | None = None
+    inception_weights: str | None = None
+    preset: str = "default"
+    num_trials: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+    score_every: int | None = None
+    eval_samples: int | None = None
+    width: int | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 3
+    scheduler: str = "asha"
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    storage_path: str | None = None
+    name: str | None = None
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    ray_address: str | None = None
+    confirm_top: int | None = None
+    confirm_seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise SettingsError("preset", self.preset, "one of " + ", ".join(PRESETS))
+        preset = PRESETS[self.preset]
+        explicit = {k for k in preset if getattr(self, k, None) is not None}
+        for key, value in preset.items():
+            if key != "width" and key not in explicit:
+                setattr(self, key, value)
+        # A preset's cadence adapts to a budget given on the command line; explicit values are checked.
+        if isinstance(self.steps, int) and self.steps >= 1:
+            if "eval_every" not in explicit:
+                self.eval_every = min(self.eval_every, self.steps)
+            if "score_every" not in explicit and (self.score_every > self.steps or
+                                                  self.score_every % max(self.eval_every, 1)):
+                self.score_every = self.eval_every
+        self.experiment = self.experiment or f"ganlib-{Path(self.space).stem}"
+        # A new sweep gets a new name (so `make run` twice makes two sweeps); --resume without
+        # --name continues the latest unfinished sweep of this space and dataset.
+        self.base_name = f"{Path(self.space).stem}-{self.dataset.replace(':', '_').replace('/', '_')[-60:]}"
+        self.name_given = self.name is not None
+        self.name = self.name or f"{self.base_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.storage_path = (self.storage_path or os.environ.get("GANLIB_STORAGE_PATH")
+                             or str(PROJECT_DIR / "ray_results"))
+        self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
+        self.tracking_uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+            f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+
+    def width_for(self, model_kind: str) -> int | None:
+        """The network width trials get: ``--width`` for every model, else the preset's for
+        this model kind (None: the model's own default)."""
+        return self.width if self.width is not None else PRESETS[self.preset]["width"].get(model_kind)
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run a hyperparameter sweep of GAN training on Ray Tune + "
+                                                       "Optuna, tracked in MLflow.")
+    p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or a YAML path")
+    p.add_argument("--dataset", default="ring8", help="ring8, grid25, swissroll, digits, mnist, ..., parquet:URI")
+    p.add_argument("--data-root", help="local folder of a torchvision dataset")
+    p.add_argument("--inception-weights", help="local pytorch-fid Inception-v3 weights file: the FID features of "
+                                               "image data other than digits / mnist / fashion_mnist")
+    p.add_argument("--preset", choices=list(PRESETS), default="default")
+    p.add_argument("--num-trials", type=int)
+    p.add_argument("--steps", type=int, help="generator iterations per trial (the budget)")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (curves, collapse rules)")
+    p.add_argument("--score-every", type=int, help="steps between scored evaluations (exact W1, KID, the score); "
+                                                   "a multiple of --eval-every")
+    p.add_argument("--eval-samples", type=int, help="generated samples per evaluation, fixed for the sweep")
+    p.add_argument("--width", type=int, help="network width for every trial (unset: the preset's per model kind)")
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPU share per trial; a fraction packs "
+                                                                     "several trials on one GPU")
+    p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial from its last checkpoint "
+                                                              "(a lost worker, a preempted spot node)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
+    p.add_argument("--confirm-top", type=int, help="configurations re-trained on fresh seeds after the search "
+                                                   "(preset: smoke 0, default 3, paper 5)")
+    p.add_argument("--confirm-seeds", type=int, help="fresh seeds per confirmed configuration (3)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment name (default: ganlib-<space>)")
+    p.add_argument("--storage-path", help="Tune storage: a local folder, or shared storage / s3:// on a cluster "
+                                          "(default: $GANLIB_STORAGE_PATH, else ./ray_results)")
+    p.add_argument("--name", help="sweep name (Tune experiment folder; default <space>-<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when Ray gave the trial a GPU), cpu, cuda, cuda:N")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
+    return p
+
+
+def settings_from_args(argv: list[str] | None, prog: str | None = None) -> SweepSettings:
+    return SweepSettings(**vars(build_parser(prog).parse_args(argv)))
+
+
+# -- checks that need the flags only ----------------------------------------------------------------
+def _integer(flag: str, value: Any, low: int, high: int | None = None, what: str = "") -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise SettingsError(flag, value, f"an integer {bounds}{what}")
+
+
+def check_settings(s: SweepSettings) -> None:
+    """Ranges and combinations of the flags; raises ``SettingsError``."""
+    _integer("num_trials", s.num_trials, 1)
+    _integer("steps", s.steps, 1)
+    _integer("eval_every", s.eval_every, 1, s.steps, f" (the budget --steps is {s.steps})")
+    _integer("score_every", s.score_every, s.eval_every, s.steps, f" (from --eval-every to --steps = {s.steps})")
+    if s.score_every % s.eval_every:
+        raise SettingsError("score_every", s.score_every, f"a multiple of --eval-every ({s.eval_every})")
+    _integer("eval_samples", s.eval_samples, 2)
+    if s.width is not None:
+        _integer("width", s.width, 1)
+    if s.max_concurrent is not None:
+        _integer("max_concurrent", s.max_concurrent, 1)
+    _integer("max_failures", s.max_failures, 0, what=" (retries from the last checkpoint)")
+    _integer("seed", s.seed, 0)
+    _integer("confirm_top", s.confirm_top, 0)
+    _integer("confirm_seeds", s.confirm_seeds, 1)
+    if not (isinstance(s.cpus_per_trial, (int, float)) and math.isfinite(s.cpus_per_trial) and s.cpus_per_trial > 0):
+        raise SettingsError("cpus_per_trial", s.cpus_per_trial, "a number > 0")
+    gpus = s.gpus_per_trial
+    if not (isinstance(gpus, (int, float)) and math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or gpus == int(gpus))):
+        raise SettingsError("gpus_per_trial", gpus, "0, a fraction in (0, 1] that shares a GPU, or a whole number")
+    if s.device not in ("auto", "cpu", "cuda") and not (s.device.startswith("cuda:") and s.device[5:].isdigit()):
+        raise SettingsError("device", s.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if s.device.startswith("cuda") and gpus == 0:
+        raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
+                            "when Ray gave it a GPU (set --gpus-per-trial)")
+    if s.scheduler == "pbt":
+        if s.num_trials < PBT_MIN_POPULATION:
+            raise SettingsError("num_trials", s.num_trials, f"an integer >= {PBT_MIN_POPULATION} with --scheduler pbt "
+                                "(the population exploits its top quarter)")
+        if s.max_concurrent is not None and s.max_concurrent < PBT_MIN_POPULATION:
+            raise SettingsError("max_concurrent", s.max_concurrent, f"an integer >= {PBT_MIN_POPULATION} with "
+                                "--scheduler pbt (a smaller live population clones the same few trials)")
+
+
+# -- paths: trials run in their own working directories, so every path is made absolute --------------
+def _absolute(path: str, cwd: Path) -> str:
+    return str((cwd / Path(path).expanduser()).resolve())
+
+
+def absolute_tracking_uri(uri: str, cwd: Path) -> str:
+    """``sqlite:///rel.db`` and a bare folder are relative to ``cwd``; server URIs pass."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + _absolute(uri[len("sqlite:///"):], cwd)
+    if uri.startswith("file:"):
+        rest = uri[len("file:"):].lstrip("/")
+        return uri if uri.startswith("file:///") else Path(_absolute(rest, cwd)).as_uri()
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        return _absolute(uri, cwd)
+    return uri
+
+
+def absolute_data(dataset: str, cwd: Path) -> str:
+    if dataset.startswith("parquet:") and "://" not in dataset:
+        return "parquet:" + _absolute(dataset[len("parquet:"):], cwd)
+    return dataset
+
+
+def resolve_paths(s: SweepSettings, cwd: Path | None = None) -> SweepSettings:
+    """Every relative path of the settings, against the folder the user ran the sweep from."""
+    cwd = Path.cwd() if cwd is None else cwd
+    s.tracking_uri = absolute_tracking_uri(s.tracking_uri, cwd)
+    s.dataset = absolute_data(s.dataset, cwd)
+    for name in ("data_root", "inception_weights"):
+        if getattr(s, name):
+            setattr(s, name, _absolute(getattr(s, name), cwd))
+    if "://" not in s.storage_path:
+        s.storage_path = _absolute(s.storage_path, cwd)
+    return s
