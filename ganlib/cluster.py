@@ -30,11 +30,13 @@ class Cluster:
     nodes: int  # alive nodes when the sweep started
     resources: dict[str, float]
     reaper: subprocess.Popen | None = None
+    owned: bool = True  # started or joined by this sweep (not a Ray the caller had initialised)
 
     def close(self) -> None:
         import ray
 
-        ray.shutdown()
+        if self.owned:
+            ray.shutdown()
         if self.reaper is not None:
             self.reaper.stdin.close()  # the reaper cleans up what ray.shutdown() left behind
             try:
@@ -94,8 +96,9 @@ def connect(settings: SweepSettings) -> Cluster:
     """Join the named cluster, or start a private one (with its reaper)."""
     import ray
 
+    if ray.is_initialized():  # a notebook or a test session brought its own: use it, leave it running
+        return Cluster(False, _alive_nodes(), ray.cluster_resources(), owned=False)
     if settings.ray_address:
-        check_address(settings.ray_address)
         ray.init(address=settings.ray_address, log_to_driver=False)
         return Cluster(False, _alive_nodes(), ray.cluster_resources())
     # A bare ray.init() would join whatever /tmp/ray/ray_current_cluster names, stale or not.

@@ -30,7 +30,7 @@ class Prepared:
 
 
 def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
-    from .cluster import check_private_resources
+    from .cluster import check_address, check_private_resources
     from .data import load_dataset
     from .evaluate import primary_metric
     from .metrics.features import feature_extractor_for
@@ -39,7 +39,9 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
     try:
         resolve_paths(settings, cwd)
         check_settings(settings)
-        if not settings.ray_address:
+        if settings.ray_address:
+            check_address(settings.ray_address)
+        else:
             check_private_resources(settings)
     except SettingsError as err:
         raise PreflightError(str(err)) from None
@@ -47,6 +49,10 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
         space = load_space(settings.space)
     except (SpaceError, FileNotFoundError) as err:
         raise PreflightError(str(err)) from None
+    try:
+        GanConfig.create(dataset=settings.dataset, data_root=settings.data_root)  # a known name, first
+    except ConfigError as err:
+        raise PreflightError(f"sweep settings: {err}") from None
     try:
         data = load_dataset(settings.dataset, settings.data_root)
     except (OSError, ValueError) as err:

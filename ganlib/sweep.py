@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 from .preflight import PreflightError, preflight
 from .settings import SettingsError, SweepSettings, settings_from_args
 
@@ -107,6 +109,8 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         client.set_tag(parent_run_id, "sweep_state", "running")
         try:
             summary = _run_tune(settings, prepared, plan, data, client, experiment_id, parent_run_id)
+        except SweepFailed:
+            raise  # the parent run already says so
         except BaseException as err:
             state = "interrupted" if isinstance(err, (KeyboardInterrupt, SweepInterrupted)) else "crashed"
             _end_parent(client, parent_run_id, state, repr(err)[:500])
@@ -135,7 +139,9 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.searched, tags,
                          plan.log_hparams, real_points)
     run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)
-    random.seed(settings.seed)  # PBT picks donors with Python's global RNG
+    # Schedulers draw from the driver's global RNGs (PBT's donors, Hyperband's brackets): seed them.
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
     started = time.time()
     if settings.resume:
         tuner = tune.Tuner.restore(settings.experiment_path, run, resume_unfinished=True, resume_errored=True,

@@ -29,7 +29,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .config import SHORTHANDS, expand_shorthand
+from .config import SHORTHANDS, GanConfig, expand_shorthand
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class SweepLogger(Callback):
                 PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial", "stage": self.stage,
                 "status": "running", "family": family(public), **self.tags})
             run_id = run.info.run_id
-            log_params(client, run_id, public)
+            log_params(client, run_id, resolved_params(public))
             self.last_step[trial_id] = 0
         else:  # a restarted trial, or a resumed sweep: continue the run, never log a step twice
             history = client.get_metric_history(run_id, "step")
@@ -375,6 +375,14 @@ class SweepLogger(Callback):
 
 def _public(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def resolved_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's config as it runs: shorthands expanded, the papers' defaults filled in."""
+    try:
+        return GanConfig.from_dict(config).to_dict()
+    except ValueError:
+        return config
 
 
 # -- the parent run ---------------------------------------------------------------------------------------

@@ -1,99 +1,98 @@
-"""Sweeps in-process on local Ray with a local MLflow store: runs, verdicts, searcher feedback."""
+"""Sweeps in-process on local Ray with a local MLflow store: refusals before the start, what the
+searcher is told, verdicts, the report, each scheduler's pruning, resume refusals."""
 
-import subprocess
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ganlib.sweep import PreflightError, SweepSettings, preflight, run_sweep
+from ganlib.config import GanConfig
+from ganlib.plan import SpaceExplorer, asha_rungs, plan_sweep
+from ganlib.preflight import PreflightError, preflight
+from ganlib.settings import SweepSettings, resolve_paths
+from ganlib.spaces import load_space
+from ganlib.sweep import SweepFailed, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def settings(tmp_path, **kw):
     values = dict(space="wgan_clip", preset="smoke", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                  storage_path=str(tmp_path / "ray"), device="cpu")
+                  storage_path=str(tmp_path / "ray"), device="cpu", name="t")
     return SweepSettings(**{**values, **kw})
 
 
-@pytest.mark.parametrize("change, words", [
-    (dict(space="no_such_space"), "no_such_space"),
-    (dict(num_trials=0), "--num-trials = 0"),
-    (dict(gpus_per_trial=-1.0), "--gpus-per-trial"),
-    (dict(dataset="mnist"), "data_root"),
-    (dict(steps=0), "'steps' = 0"),
-    (dict(eval_every=0), "--eval-every = 0"),
-    (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
-    (dict(storage_path="/dev/null/ray"), "not writable"),
-])
-def test_preflight_errors_are_clear_and_leave_nothing_behind(tmp_path, change, words):
-    with pytest.raises(PreflightError, match=words.replace("-", r"\-")):
-        preflight(settings(tmp_path, **change))
-    assert list(tmp_path.iterdir()) == []  # no tracking store, no storage folder
-
-
-def test_sweep_script_exits_2_with_one_line_before_ray_starts(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "wgan_clip.py"), "--preset", "smoke", "--dataset",
-                           "imagenet", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--storage-path",
-                           str(tmp_path / "ray")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error:") and "'dataset' = 'imagenet'" in proc.stderr
-    assert not (tmp_path / "m.db").exists() and not (tmp_path / "ray").exists()
-
-
-def _collapse_space(tmp_path) -> Path:
-    """Two minimax GANs: one sane, one with a far too strong discriminator that saturates."""
-    space = {
-        "name": "collapse_probe",
-        "fixed": {"loss": "gan_minimax", "collapse": {"saturation_patience": 2}},
-        "params": {"lr_d": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
-                   "lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
-                   "n_critic": {"type": "int", "low": 1, "high": 10}},
-        "start": [{"lr_d": 2e-4, "lr_g": 2e-4, "n_critic": 1}, {"lr_d": 1e-2, "lr_g": 1e-5, "n_critic": 10}],
-    }
-    path = tmp_path / "collapse_probe.yaml"
+def write_space(tmp_path, space: dict) -> str:
+    path = tmp_path / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space))
-    return path
+    return str(path)
 
 
-def test_smoke_sweep_logs_parent_children_and_tells_optuna_the_penalty(local_ray, tmp_path):
+def mlflow_runs(config):
     from mlflow.tracking import MlflowClient
-
-    config = settings(tmp_path, space=str(_collapse_space(tmp_path)), num_trials=3, steps=60, eval_every=10,
-                      scheduler="none", max_concurrent=2)
-    summary = run_sweep(config)
 
     client = MlflowClient(config.tracking_uri)
     experiment = client.get_experiment_by_name(config.experiment)
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(parents) == 1 and len(children) == 3
-    parent_id = parents[0].info.run_id
-    assert summary["parent_run_id"] == parent_id
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
-    for child in children:
-        assert child.data.tags["status"] in ("completed", "stopped_early", "collapsed", "diverged")
-        assert len(client.get_metric_history(child.info.run_id, "loss_d")) >= 1
-        assert client.list_artifacts(child.info.run_id)  # samples plot and/or generator checkpoint
-        assert child.data.params["loss"] == "gan_minimax"
+    return client, parents, children
 
-    collapsed = [c for c in children if c.data.params["lr_d"] == "0.01"]
-    assert len(collapsed) == 1 and collapsed[0].data.tags["status"] == "collapsed"
-    assert "saturated" in collapsed[0].data.tags["reason"]
-    history = client.get_metric_history(collapsed[0].info.run_id, "loss_d")
-    assert max(m.step for m in history) < 60  # stopped before its budget
 
-    told = {round(t["lr_d"], 6): t for t in summary["optuna_trials"]}
-    assert told[0.01]["state"] == "COMPLETE" and told[0.01]["value"] == 1e3  # the finite penalty
+# -- refused before anything starts ------------------------------------------------------------------
+@pytest.mark.parametrize("change, words", [
+    (dict(space="no_such_space"), "no_such_space"),
+    (dict(num_trials=0), "--num-trials = 0"),
+    (dict(gpus_per_trial=-1.0), "--gpus-per-trial"),
+    (dict(gpus_per_trial=0.3), "which has no CUDA device"),
+    (dict(cpus_per_trial=64.0), "the private local Ray has"),
+    (dict(dataset="mnist"), "data_root"),
+    (dict(steps=0), "--steps = 0"),
+    (dict(eval_every=5000), "--eval-every = 5000 is invalid: allowed an integer in [1, 40]"),
+    (dict(eval_every=10, score_every=15), "a multiple of --eval-every"),
+    (dict(device="cuda"), "a trial uses CUDA only when Ray gave it a GPU"),
+    (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
+    (dict(storage_path="/dev/null/ray"), "not writable"),
+    (dict(storage_path="/proc/nope"), "not writable"),
+    (dict(ray_address="127.0.0.1:1"), "nothing answers at 127.0.0.1:1"),
+    (dict(ray_address="http://127.0.0.1:8265"), "dashboard"),
+    (dict(scheduler="pbt", num_trials=2), "--scheduler pbt"),
+    (dict(scheduler="pbt", num_trials=4, max_concurrent=2), "a smaller live population"),
+    (dict(max_failures=-1), "--max-failures = -1"),
+])
+def test_refused_settings_name_the_flag_and_leave_nothing_behind(tmp_path, change, words):
+    import ray
 
-    artifacts = {a.path for a in client.list_artifacts(parent_id, "report")}
-    assert {"report/trials.parquet", "report/trials.csv", "report/best_config.json"} <= artifacts
-    assert "report/w1_vs_lr_d.png" in artifacts
-    assert summary["primary"] == "w1" and summary["searched"] == ["lr_d", "lr_g", "n_critic"]
-    assert summary["best"]["config"]["lr_d"] != 0.01
+    with pytest.raises(PreflightError, match=words.replace("-", r"\-").replace("[", r"\[").replace("]", r"\]")):
+        preflight(settings(tmp_path, **change))
+    assert list(tmp_path.iterdir()) == []  # no tracking store, no storage folder
+    assert not ray.is_initialized()
+
+
+def test_relative_paths_resolve_against_the_users_folder(tmp_path):
+    s = resolve_paths(SweepSettings(space="wgan_clip", tracking_uri="sqlite:///runs/m.db", storage_path="out",
+                                    dataset="parquet:data/x.parquet", data_root="~/d", inception_weights="w.pth"),
+                      cwd=tmp_path)
+    assert s.tracking_uri == f"sqlite:///{tmp_path}/runs/m.db"
+    assert s.storage_path == str(tmp_path / "out") and s.dataset == f"parquet:{tmp_path}/data/x.parquet"
+    assert s.data_root == str(Path("~/d").expanduser()) and s.inception_weights == str(tmp_path / "w.pth")
+    absolute = resolve_paths(SweepSettings(space="x", tracking_uri="http://127.0.0.1:5000",
+                                           storage_path="s3://b/p"), cwd=tmp_path)
+    assert (absolute.tracking_uri, absolute.storage_path) == ("http://127.0.0.1:5000", "s3://b/p")
+
+
+def test_the_sweep_script_exits_2_with_one_line_before_ray_starts(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "wgan_clip.py"), "--preset", "smoke", "--dataset",
+                           "imagenet", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--storage-path",
+                           str(tmp_path / "ray")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "'dataset' = 'imagenet'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "ray").exists()
 
 
 def test_preflight_names_a_missing_feature_extractor(tmp_path, monkeypatch):
@@ -106,18 +105,172 @@ def test_preflight_names_a_missing_feature_extractor(tmp_path, monkeypatch):
     assert not (tmp_path / "sweep").exists()
 
 
-def test_pbt_exploit_applies_the_restoring_trials_learning_rates(local_ray, tmp_path):
-    """Under PBT an exploited trial restarts from a donor's checkpoint with mutated values; the
-    learning rates live in its optimizers must be its own config's from the first step after
-    the restore (Ray's DCGAN PBT example only applies them after the next exploit)."""
-    config = settings(tmp_path, scheduler="pbt", num_trials=4, steps=40, eval_every=10, max_concurrent=4)
+# -- the plan ---------------------------------------------------------------------------------------
+def test_rungs_are_tunes_own_and_are_checkpoints(tmp_path):
+    space = load_space("wgan_clip")
+    plan = plan_sweep(settings(tmp_path, preset="default"), space)
+    bracket = plan.scheduler._brackets[0]  # noqa: SLF001 - Tune's own milestones, to compare with
+    assert sorted(r for r, _ in bracket._rungs if r < 2000) == asha_rungs(500, 2000, 2) == [500, 1000]
+    assert plan.checkpoint_steps == (500, 1000) and plan.metric == "objective"
+    hyperband = plan_sweep(settings(tmp_path, preset="default", scheduler="hyperband"), space)
+    for b in hyperband.scheduler._brackets:  # noqa: SLF001 - every bracket prunes within the budget
+        milestones = [r for r, _ in b._rungs if r < 2000]
+        assert milestones and set(milestones) <= set(hyperband.checkpoint_steps)
+    pbt = plan_sweep(settings(tmp_path, scheduler="pbt", num_trials=4, max_concurrent=4), space)
+    assert pbt.metric == "score" and pbt.log_hparams and len(pbt.population) == 4
+
+
+def test_pbt_explores_inside_the_space_with_its_own_seed():
+    space = load_space("wgan_gp_lambda")
+    configs = [{**space.fixed, **c} for c in space.sample_configs(20, seed=1)]
+    explorer = SpaceExplorer(space, seed=3)
+    explored = [explorer(dict(c, gp_lambda=100.0, beta2=0.999, lr_g=1e-2)) for c in configs for _ in range(20)]
+    for config in explored:  # 400 perturbations at the edges of the box: every one valid and inside
+        GanConfig.from_dict(config)
+        for p in space.params:
+            assert p.low <= config[p.name] <= p.high, (p.name, config[p.name])
+    assert any(c["gp_lambda"] < 100.0 for c in explored) and any(c["beta2"] < 0.999 for c in explored)
+    again = SpaceExplorer(space, seed=3)
+    assert [again(dict(c, gp_lambda=100.0, beta2=0.999, lr_g=1e-2)) for c in configs for _ in range(20)] == explored
+    clip = load_space("wgan_clip")
+    rmsprop = {**clip.fixed, "clip": 0.5, "n_critic": 10, "lr_g": 1e-3, "lr_d": 1e-3, "optimizer": "rmsprop"}
+    for _ in range(50):  # conditions hold: no adam betas appear, the optimizer is never mutated
+        out = SpaceExplorer(clip, seed=_)(rmsprop)
+        assert "beta1" not in out and out["optimizer"] == "rmsprop" and 1 <= out["n_critic"] <= 10
+
+
+# -- sweeps -----------------------------------------------------------------------------------------
+def _probe_space(tmp_path) -> str:
+    """Minimax GANs: one sane, one with a far too strong discriminator that saturates, one slow."""
+    return write_space(tmp_path, {
+        "name": "collapse_probe",
+        "fixed": {"loss": "gan_minimax", "collapse": {"saturation_patience": 2}},
+        "params": {"lr_d": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
+                   "lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
+                   "n_critic": {"type": "int", "low": 1, "high": 10}},
+        "start": [{"lr_d": 2e-4, "lr_g": 2e-4, "n_critic": 1}, {"lr_d": 1e-2, "lr_g": 1e-5, "n_critic": 10}],
+    })
+
+
+def test_a_sweep_logs_children_verdicts_the_searchers_record_and_the_report(local_ray, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative store and storage: they land here, not in trial folders
+    config = settings(tmp_path, space=_probe_space(tmp_path), num_trials=3, steps=60, eval_every=10,
+                      scheduler="none", max_concurrent=2, tracking_uri="sqlite:///rel/mlflow.db", storage_path="rel")
+    summary = run_sweep(config)
+    assert (tmp_path / "rel" / "mlflow.db").exists() and (tmp_path / "rel" / "t").is_dir()
+
+    client, parents, children = mlflow_runs(config)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert summary["parent_run_id"] == parent.info.run_id
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_state"] == "finished"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["status"] in ("completed", "stopped_early", "stalled", "collapsed")
+        assert child.info.run_name.startswith("gan_minimax lr_d=")  # named for what it is
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss_d")]
+        assert steps and len(steps) == len(set(steps))  # one value per step
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint", "samples"}
+        assert child.data.params["loss"] == "minimax" and child.data.params["constraint"] == "none"
+
+    collapsed = [c for c in children if c.data.params["lr_d"] == "0.01"]
+    assert len(collapsed) == 1 and collapsed[0].data.tags["status"] == "collapsed"
+    assert "saturated" in collapsed[0].data.tags["reason"]
+    assert max(m.step for m in client.get_metric_history(collapsed[0].info.run_id, "loss_d")) < 60
+
+    told = {round(t["lr_d"], 6): t for t in json.loads(_artifact(client, parent, "report/optuna_trials.json"))}
+    healthy_values = [t["value"] for k, t in told.items() if k != 0.01]
+    assert told[0.01]["state"] == "COMPLETE" and told[0.01]["value"] > 1000 * max(healthy_values)  # the penalty
+    assert all(v < 1000 for v in healthy_values)  # a healthy trial is told its best score
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/trials.parquet", "report/trials.csv", "report/best_config.json", "report/summary.json",
+            "report/w1_vs_lr_d.png"} <= artifacts
+    assert summary["primary"] == "w1" and summary["searched"] == ["lr_d", "lr_g", "n_critic"]
+    best = summary["best"]
+    assert best["config"]["lr_d"] != 0.01 and best["status"] in ("completed", "stalled", "stopped_early")
+    work = summary["work"]
+    assert work["done"]["collapsed"]["trials"] == 1 and "collapse" in work["saved"]
+    assert work["total_done"]["critic_steps"] >= work["total_done"]["generator_steps"]
+
+
+def _artifact(client, run, path: str) -> str:
+    local = client.download_artifacts(run.info.run_id, path)
+    return Path(local).read_text()
+
+
+def _prune_space(tmp_path) -> str:
+    """WGAN-GP trials that learn fast or hardly at all: a rung can tell them apart."""
+    fast = {"lr_g": 1e-2, "lr_d": 1e-2}
+    slow = {"lr_g": 1e-5, "lr_d": 1e-5}
+    return write_space(tmp_path, {
+        "name": "prune_probe", "fixed": {"loss": "wgan_gp", "gp_lambda": 0.1, "beta1": 0.5, "beta2": 0.9},
+        "params": {"lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
+                   "lr_d": {"type": "loguniform", "low": 1e-5, "high": 1e-2}},
+        "start": [fast, fast, slow, slow, slow, slow]})
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
+def test_every_early_stopping_scheduler_prunes(local_ray, tmp_path, scheduler):
+    config = settings(tmp_path, space=_prune_space(tmp_path), scheduler=scheduler, num_trials=6, steps=90,
+                      eval_every=10, max_concurrent=1)
+    summary = run_sweep(config)
+    assert summary["by_status"].get("stopped_early", 0) >= 1, summary["by_status"]
+    stopped = [r for r in summary["work"]["saved"].items() if r[0] == "scheduler"]
+    assert stopped and stopped[0][1]["generator_steps"] > 0
+
+
+def test_pbt_exploits_within_the_space_and_logs_the_config_it_runs(local_ray, tmp_path):
+    config = settings(tmp_path, space="wgan_gp_lambda", scheduler="pbt", num_trials=4, max_concurrent=4, steps=40,
+                      eval_every=10, cpus_per_trial=0.5)
     run_sweep(config)
     from ray.tune import ExperimentAnalysis
 
-    histories = ExperimentAnalysis(f"{config.storage_path}/{config.name}").trial_dataframes.values()
+    client, _, children = mlflow_runs(config)
+    space = load_space("wgan_gp_lambda")
+    histories = ExperimentAnalysis(config.experiment_path).trial_dataframes.values()
     assert len(histories) == 4
-    perturbed = 0
+    exploited = 0
     for df in histories:
-        assert (df["opt_lr_d"] == df["config/lr_d"]).all() and (df["opt_lr_g"] == df["config/lr_g"]).all()
-        perturbed += df["config/lr_d"].nunique() > 1
-    assert perturbed >= 1  # at least one trial was exploited and continued under new values
+        assert (df["opt_lr_d"] == df["config/lr_d"]).all()  # the live optimizer runs the config's value
+        for p in space.params:
+            assert df[f"config/{p.name}"].between(p.low, p.high).all()
+        exploited += df["config/lr_d"].nunique() > 1
+    assert exploited >= 1  # a trial was cut and continued from a better one, under new values
+    changed = [c for c in children if "config_changed_at" in c.data.tags]
+    assert len(changed) >= 1
+    run_id = changed[0].info.run_id
+    assert len({m.value for m in client.get_metric_history(run_id, "hp_lr_d")}) > 1
+    assert any(a.path.startswith("config/step_") for a in client.list_artifacts(run_id, "config"))
+
+
+def failing_trial(config, data=None):
+    raise RuntimeError("this trial always fails")
+
+
+def test_a_sweep_whose_trials_all_error_fails_and_says_so(local_ray, tmp_path, monkeypatch):
+    import ray
+
+    import ganlib.tune
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    monkeypatch.setattr(ganlib.tune, "train_gan", failing_trial)
+    try:
+        with pytest.raises(SweepFailed) as err:
+            run_sweep(settings(tmp_path, num_trials=2, max_failures=0))
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert err.value.summary["by_status"] == {"error": 2} and "best" not in err.value.summary
+    _, [parent], children = mlflow_runs(settings(tmp_path))
+    assert parent.info.status == "FAILED" and parent.data.tags["sweep_state"] == "failed"
+    assert {c.data.tags["status"] for c in children} == {"error"}
+
+
+def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
+    with pytest.raises(PreflightError, match="there is no sweep named 't'"):
+        run_sweep(settings(tmp_path, resume=True))
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10))
+    with pytest.raises(PreflightError, match="'t', finished: nothing to resume"):
+        run_sweep(settings(tmp_path, resume=True))
+    with pytest.raises(PreflightError, match="a sweep of that name already exists"):
+        run_sweep(settings(tmp_path, num_trials=1))
