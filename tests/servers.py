@@ -56,6 +56,11 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def pidfile_pid(path: Path) -> int:
+    """The PID of a server script's PID file ("PID STARTTIME SERVER_ID")."""
+    return int(path.read_text().split()[0])
+
+
 def run_script(script: str, action: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(LOCAL / script), action], env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -77,7 +82,7 @@ def mlflow_server(folder: Path, **settings: str):
                    MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), **settings)
     try:
         _checked(run_script("mlflow-server.sh", "start", env))
-        pid = int((run_dir / "mlflow" / "server.pid").read_text())
+        pid = pidfile_pid(run_dir / "mlflow" / "server.pid")
         client_env = {**env, **read_env_file(run_dir / "mlflow" / "env")}
         yield client_env["MLFLOW_TRACKING_URI"], pid, client_env
     finally:
@@ -94,7 +99,7 @@ def ray_head(folder: Path, num_cpus: int = 2, **settings: str):
                    RAY_HEAD_NUM_CPUS=str(num_cpus), **settings)
     try:
         _checked(run_script("ray-head.sh", "start", env))
-        pid = int((run_dir / "ray" / "head.pid").read_text())
+        pid = pidfile_pid(run_dir / "ray" / "head.pid")
         client_env = {**env, **read_env_file(run_dir / "ray" / "env")}
         yield client_env["RAY_API_SERVER_ADDRESS"], pid, client_env
     finally:

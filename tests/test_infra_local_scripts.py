@@ -10,8 +10,10 @@ import os
 import re
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,31 @@ def _listening(pgid: int) -> set[tuple[str, int, int]]:
                 if inode in sockets:
                     out.add((*sockets[inode], pid))
     return out
+
+
+def _server_id(pid: int) -> str | None:
+    """GANLIB_SERVER_ID in a process's environment (what the scripts' stop checks)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ids = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"GANLIB_SERVER_ID=")]
+    return ids[0] if ids else None
+
+
+def _ours(pgid: int, server_id: str) -> set[int]:
+    """The processes of the group that infra/local/common.sh counts as its server's: our id in
+    the environment, or a parent in the group that is ours."""
+    parent = {}
+    for pid in group_pids(pgid):
+        try:
+            parent[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            pass
+    ours = {pid for pid in parent if _server_id(pid) == server_id}
+    while new := {pid for pid, ppid in parent.items() if pid not in ours and ppid in ours}:
+        ours |= new
+    return ours
 
 
 def _http_status(url: str, headers: dict | None = None) -> int:
@@ -160,10 +187,31 @@ def test_ray_head_script_loopback_token_auth_and_clean_stop(tmp_path):
         assert again.returncode != 0 and "already running" in again.stderr
         status = run_script("ray-head.sh", "status", env)
         assert status.returncode == 0 and str(pid) in status.stdout
-        assert (run_dir / "head.pid").read_text().strip() == str(pid)
+        assert (run_dir / "head.pid").read_text().split()[0] == str(pid)
+        # every process of the head carries the id the PID file records, or descends from one
+        # that does (retitled processes overwrite theirs): what stop needs to find leftovers
+        assert _ours(pid, (run_dir / "head.pid").read_text().split()[2]) == set(group_pids(pid))
     assert not group_alive(pid)  # head, raylet, GCS, dashboard, agents, workers: all gone
     assert not (tmp_path / "run" / "ray" / "head.pid").exists()
     assert run_script("ray-head.sh", "status", base_env(tmp_path / "run")).returncode == 3
+
+
+def test_ray_head_script_stops_the_leftovers_of_a_killed_head(tmp_path):
+    """`ray start --block` SIGKILLed (the OOM killer, a crash): GCS, raylet, dashboard and agents
+    run on in its process group. `stop` finds them by the id they carry and ends them all."""
+    with ray_head(tmp_path, num_cpus=1) as (_, pid, env):
+        children = set(group_pids(pid)) - {pid}
+        assert len(children) >= 4
+        os.kill(pid, 9)
+        deadline = time.time() + 10
+        while _running(pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _running(pid) and set(group_pids(pid)) & children  # a headless group
+        status = run_script("ray-head.sh", "status", env)
+        assert status.returncode == 3
+        stopped = run_script("ray-head.sh", "stop", env, timeout=120)
+        assert stopped.returncode == 0 and "warning" not in stopped.stderr, stopped.stderr
+        assert not group_alive(pid)
 
 
 # -- the MLflow server --------------------------------------------------------------------------
@@ -178,6 +226,8 @@ def test_mlflow_server_script_loopback_and_clean_stop(tmp_path):
         run = client.create_run(experiment_id)
         client.log_text(run.info.run_id, "hello", "note.txt")  # proxied into the artifacts folder
         assert any((tmp_path / "artifacts").rglob("note.txt"))
+        server_id = (tmp_path / "run" / "mlflow" / "server.pid").read_text().split()[2]
+        assert _ours(pid, server_id) == set(group_pids(pid))
     assert not group_alive(pid)
     assert not (tmp_path / "run" / "mlflow" / "server.pid").exists()
 
@@ -211,3 +261,101 @@ def test_scripts_refuse_unknown_actions(tmp_path):
         proc = run_script(script, "restart", env)
         assert proc.returncode == 2 and "usage" in proc.stderr
         assert run_script(script, "stop", env).returncode == 0  # nothing running: a no-op
+
+
+# -- stop signals only what start started ----------------------------------------------------------
+STATE = {"ray-head.sh": ("ray", "head.pid"), "mlflow-server.sh": ("mlflow", "server.pid")}
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _orphaned_group(**env: str) -> tuple[int, int]:
+    """A process group whose leader has exited while a member (sleep) still runs:
+    (the dead leader's PID = the group id, the member's PID)."""
+    leader = subprocess.Popen(["bash", "-c", "sleep 300 & echo $!"], start_new_session=True,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+    member = int(leader.stdout.readline())
+    leader.wait(10)
+    leader.stdout.close()
+    assert int(_stat(member)[2]) == leader.pid and _running(member) and not _running(leader.pid)
+    return leader.pid, member
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize("script", sorted(STATE))
+def test_stop_never_signals_a_process_it_did_not_start(tmp_path, script):
+    """A PID file whose PID now belongs to someone else (a live session leader, or a process
+    group whose leader is gone) must not make `stop` signal it. The PID file records the
+    process's start time and an id put into its environment; nothing that does not match is
+    touched."""
+    env = base_env(tmp_path / "run")
+    folder, name = STATE[script]
+    pidfile = tmp_path / "run" / folder / name
+    pidfile.parent.mkdir(parents=True)
+    # An unrelated session leader (its own process group), started by someone else: the case
+    # the old script SIGKILLed when the recorded server had died and the number was reused.
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    group, member = _orphaned_group()
+    some_id = str(uuid.uuid4())
+    try:
+        assert _stat(victim.pid)[3] == str(victim.pid)  # a session leader, like our servers
+        start = _stat(victim.pid)[19]
+        stale = {
+            "bare PID (older script)": f"{victim.pid}\n",
+            "other start time": f"{victim.pid} {int(start) + 1} {some_id}\n",
+            "same start time, not our id": f"{victim.pid} {start} {some_id}\n",
+            "dead leader, live group without our id": f"{group} 1 {some_id}\n",
+            "garbage": "not a pid\n",
+        }
+        for case, content in stale.items():
+            pidfile.write_text(content)
+            status = run_script(script, "status", env)
+            assert status.returncode == 3 and "not running" in status.stdout, case
+            stopped = run_script(script, "stop", env, timeout=60)
+            assert stopped.returncode == 0, (case, stopped.stderr)
+            assert _running(victim.pid) and victim.poll() is None, case
+            assert _running(member), case
+            assert not pidfile.exists(), case  # a stale file is cleared
+    finally:
+        victim.kill()
+        victim.wait()
+        _kill(member)
+
+
+@pytest.mark.parametrize("script", sorted(STATE))
+def test_stop_ends_the_leftovers_of_its_own_server(tmp_path, script):
+    """The other side: when our server's leader died and left processes behind in its group,
+    those carry our id and are stopped; an unrelated process in the same situation is not."""
+    env = base_env(tmp_path / "run")
+    folder, name = STATE[script]
+    pidfile = tmp_path / "run" / folder / name
+    pidfile.parent.mkdir(parents=True)
+    our_id = str(uuid.uuid4())
+    group, member = _orphaned_group(GANLIB_SERVER_ID=our_id)
+    try:
+        pidfile.write_text(f"{group} 1 {our_id}\n")
+        stopped = run_script(script, "stop", env, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        deadline = time.time() + 10
+        while _running(member) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _running(member)
+        assert not pidfile.exists()
+    finally:
+        _kill(member)

@@ -1,9 +1,16 @@
 # Shared by infra/local/ray-head.sh and infra/local/mlflow-server.sh (sourced, not run).
 #
 # Every server these scripts start binds 127.0.0.1 only, runs detached in its own session
-# (process group), and is stopped by the PID in its PID file: SIGTERM to that PID, then to its
-# process group, SIGKILL after a grace period. Nothing here uses `ray stop` (it kills every Ray process on the
-# machine, other people's included) or a name-based kill.
+# (process group), and is stopped by its PID file: SIGTERM to that PID, then to its process
+# group, SIGKILL after a grace period. Nothing here uses `ray stop` (it kills every Ray process on
+# the machine, other people's included) or a name-based kill.
+#
+# A PID alone does not say whose process it is: after the server died, the number can belong to
+# anyone. So the PID file records an identity: "PID STARTTIME SERVER_ID", the start time from
+# /proc/PID/stat and a random id that start puts into the server's environment
+# (GANLIB_SERVER_ID, inherited by every process the server starts). Nothing is signalled unless
+# it matches: the leader by start time and id, a process of a group whose leader is gone by the
+# id in /proc/PID/environ. A PID file without an identity (older scripts) is never acted on.
 
 set -euo pipefail
 
@@ -25,37 +32,132 @@ export PATH="$BIN_DIR:$PATH"
 
 die() { echo "error: $*" >&2; exit 1; }
 
-# proc_state PID -> the process state letter (R, S, Z, ...); fails when there is no such process
-proc_state() {
-  local rest
-  rest="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null)" || return 1
-  echo "${rest%% *}"
+# proc_stat PID -> the fields of /proc/PID/stat after the command name: state ppid pgrp session
+# ... (the start time is the 20th); fails when there is no such process
+proc_stat() {
+  local stat=""
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || [[ -n "$stat" ]] || return 1
+  echo "${stat##*) }"
 }
 
-# group_alive PGID : succeeds while a process of the group is running. Zombies do not count:
-# where PID 1 reaps no orphans (some containers), dead servers stay as zombies.
-group_alive() {
-  # (cat fails when a process exits mid-read: never let that decide, whatever pipefail says)
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | sed 's/.*) //' | awk -v g="$1" '$3 == g && $1 != "Z" { found = 1 } END { exit !found }'
+# proc_field PID N -> field N of proc_stat (1 state, 3 process group, 4 session, 20 start time)
+proc_field() {
+  local fields
+  fields="$(proc_stat "$1")" || return 1
+  echo "$fields" | cut -d' ' -f"$2"
 }
 
-# pid_alive PIDFILE -> prints the PID and succeeds when that process is running
-pid_alive() {
-  local pid state
+# has_server_id PID ID : succeeds when the process's environment holds GANLIB_SERVER_ID=ID
+# (readable for our own processes only: anyone else's never matches)
+has_server_id() {
+  [[ -n "$2" ]] || return 1
+  { tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null | grep -qxF "GANLIB_SERVER_ID=$2"
+}
+
+# read_pidfile PIDFILE -> sets PF_PID, PF_START, PF_ID; fails when the file is missing or holds
+# no identity (a bare PID from an older script, or garbage)
+read_pidfile() {
+  PF_PID="" PF_START="" PF_ID=""
   [[ -f "$1" ]] || return 1
-  pid="$(cat "$1")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  state="$(proc_state "$pid")" || return 1
-  [[ "$state" != Z ]] || return 1
-  echo "$pid"
+  read -r PF_PID PF_START PF_ID _ <"$1" || true
+  [[ "$PF_PID" =~ ^[0-9]+$ && "$PF_START" =~ ^[0-9]+$ && "$PF_ID" =~ ^[0-9a-f-]+$ ]]
 }
 
-# start_detached PIDFILE LOG CMD... : CMD in a new session (its PID is its process group id)
+# leader_is_ours : the process PF_PID is the one start recorded (same start time, our id,
+# a running session leader)
+leader_is_ours() {
+  local fields
+  fields="$(proc_stat "$PF_PID")" || return 1
+  read -r -a fields <<<"$fields"
+  [[ "${fields[0]}" != Z && "${fields[3]}" == "$PF_PID" && "${fields[19]}" == "$PF_START" ]] || return 1
+  has_server_id "$PF_PID" "$PF_ID"
+}
+
+# our_members PGID ID -> the running (not zombie) processes of the group that are ours: those
+# whose environment holds our id, and their descendants in the group (a process that renames
+# itself, as Ray's dashboard modules do, can overwrite the environment /proc shows).
+# Zombies do not count: where PID 1 reaps no orphans (some containers), dead servers stay as zombies.
+our_members() {
+  local entry rest pid changed
+  local -A parent=() ours=()
+  for entry in /proc/[0-9]*/stat; do
+    rest=""
+    { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue  # it exited meanwhile
+    pid="${rest%% *}"
+    rest="${rest##*) }"
+    read -r -a rest <<<"$rest"
+    [[ "${rest[0]}" != Z && "${rest[2]}" == "$1" ]] || continue
+    parent[$pid]="${rest[1]}"
+    if has_server_id "$pid" "$2"; then ours[$pid]=1; fi
+  done
+  changed=1
+  while ((changed)); do
+    changed=0
+    for pid in "${!parent[@]}"; do
+      if [[ -z "${ours[$pid]:-}" && -n "${ours[${parent[$pid]}]:-}" ]]; then ours[$pid]=1; changed=1; fi
+    done
+  done
+  for pid in "${!ours[@]}"; do echo "$pid"; done
+}
+
+# group_members PGID -> every running (not zombie) process of the group, ours or not
+group_members() {
+  local entry rest
+  for entry in /proc/[0-9]*/stat; do
+    rest=""
+    { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue
+    local fields="${rest##*) }"
+    read -r -a fields <<<"$fields"
+    [[ "${fields[0]}" != Z && "${fields[2]}" == "$1" ]] && echo "${rest%% *}"
+  done
+  return 0
+}
+
+# ours_alive : a process of our server (the leader or a member of its group with our id) runs
+ours_alive() {
+  leader_is_ours && return 0
+  [[ -n "$(our_members "$PF_PID" "$PF_ID")" ]]
+}
+
+# signal_ours SIGNAL : while the recorded leader is ours and alive, its process group is ours
+# (a group id cannot be reused while its leader lives): signal the group. Once it is gone,
+# signal only the processes of the group that carry our id, one by one.
+signal_ours() {
+  local pid
+  if leader_is_ours; then
+    kill "-$1" -- "-$PF_PID" 2>/dev/null || true
+    return 0
+  fi
+  for pid in $(our_members "$PF_PID" "$PF_ID"); do
+    kill "-$1" "$pid" 2>/dev/null || true
+  done
+}
+
+# pid_alive PIDFILE -> prints the PID and succeeds when the process the file records is running
+pid_alive() {
+  read_pidfile "$1" || return 1
+  leader_is_ours || return 1
+  echo "$PF_PID"
+}
+
+# start_detached PIDFILE LOG CMD... : CMD in a new session (its PID is its process group id),
+# with a fresh GANLIB_SERVER_ID in its environment; the PID file records PID, start time and id.
 start_detached() {
-  local pidfile="$1" log="$2"; shift 2
+  local pidfile="$1" log="$2" id pid start; shift 2
   mkdir -p "$(dirname "$pidfile")"
-  setsid "$@" </dev/null >"$log" 2>&1 &
-  echo $! >"$pidfile"
+  id="$(cat /proc/sys/kernel/random/uuid)"
+  GANLIB_SERVER_ID="$id" setsid "$@" </dev/null >"$log" 2>&1 &
+  pid=$!
+  start="$(proc_field "$pid" 20)" || die "the server exited at once (log: $log)"
+  echo "$pid $start $id" >"$pidfile"
+  # Until setsid has made it a session leader and exec'd the server, the child still looks like
+  # this shell (no id in its environment yet): wait for that, or for its end (wait_http reports).
+  PF_PID="$pid" PF_START="$start" PF_ID="$id"
+  for _ in $(seq 100); do
+    leader_is_ours && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
 }
 
 # wait_http URL PIDFILE LOG TIMEOUT : until URL answers (any HTTP status: 401 counts as up)
@@ -64,7 +166,7 @@ wait_http() {
   while ((SECONDS < deadline)); do
     if ! pid_alive "$pidfile" >/dev/null; then
       tail -n 40 "$log" >&2 || true
-      rm -f "$pidfile"
+      stop_group "$pidfile" 5  # whatever it started and left behind
       die "the server exited during start-up (log: $log)"
     fi
     if "$GANLIB_PYTHON" - "$url" <<'PY'
@@ -88,31 +190,42 @@ PY
 # shuts its node down in order, `mlflow server` its workers), then whatever of its process group
 # is still running after GRACE s gets SIGTERM, and SIGKILL 5 s later. (SIGTERM to the whole
 # group at once makes `ray start` wait for a GCS that is shutting down too: 30 s instead of 3.)
+# Only what the PID file's identity matches is signalled (see the top of this file); a PID file
+# that matches nothing is stale and is removed.
 stop_group() {
-  local pidfile="$1" grace="${2:-30}" pid deadline
-  if ! pid="$(pid_alive "$pidfile")"; then
-    if [[ -f "$pidfile" && "$(cat "$pidfile")" =~ ^[0-9]+$ ]] && group_alive "$(cat "$pidfile")"; then
-      kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true  # a leftover of a leader that died
+  local pidfile="$1" grace="${2:-30}" deadline
+  if ! read_pidfile "$pidfile"; then
+    if [[ -f "$pidfile" ]]; then
+      echo "warning: $pidfile records no identity (PID $(head -c 40 "$pidfile")): not signalling anything;" \
+        "if that server is still running, stop it yourself" >&2
     fi
     rm -f "$pidfile"
     return 0
   fi
-  # Only a session we started: its leader is the PID in the file.
-  if [[ "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f4)" != "$pid" ]]; then
-    die "PID $pid in $pidfile is not the session leader this script started; not touching it"
+  if ! ours_alive; then
+    rm -f "$pidfile"  # stale: PID $PF_PID is gone or belongs to another process now
+    return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + grace))
-  while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
-  if group_alive "$pid"; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
+  if leader_is_ours; then
+    kill -TERM "$PF_PID" 2>/dev/null || true
+    deadline=$((SECONDS + grace))
+    while ours_alive && ((SECONDS < deadline)); do sleep 0.5; done
+  fi
+  if ours_alive; then
+    signal_ours TERM
     deadline=$((SECONDS + 5))
-    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+    while ours_alive && ((SECONDS < deadline)); do sleep 0.5; done
   fi
-  if group_alive "$pid"; then
-    kill -KILL -- "-$pid" 2>/dev/null || true
+  if ours_alive; then
+    signal_ours KILL
     deadline=$((SECONDS + 10))
-    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+    while ours_alive && ((SECONDS < deadline)); do sleep 0.5; done
+  fi
+  local others
+  others="$(group_members "$PF_PID" | tr '\n' ' ')"
+  if [[ -n "$others" ]]; then
+    echo "warning: process group $PF_PID still has processes that cannot be shown to be this server's" \
+      "(PIDs $others); not signalled" >&2
   fi
   rm -f "$pidfile"
 }

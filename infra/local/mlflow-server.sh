@@ -72,7 +72,7 @@ ENV
   start_detached "$PIDFILE" "$LOG" "$BIN_DIR/mlflow" "${args[@]}"
   wait_http "http://$BIND_HOST:$PORT/health" "$PIDFILE" "$LOG" "${MLFLOW_START_TIMEOUT:-120}"
   echo "export MLFLOW_TRACKING_URI=http://$BIND_HOST:$PORT" >>"$ENVFILE"
-  echo "MLflow server up (PID $(cat "$PIDFILE")): http://$BIND_HOST:$PORT"
+  echo "MLflow server up (PID $(cut -d" " -f1 "$PIDFILE")): http://$BIND_HOST:$PORT"
   echo "Clients: source $ENVFILE"
 }
 

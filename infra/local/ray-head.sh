@@ -57,7 +57,7 @@ export RAY_API_SERVER_ADDRESS=http://$BIND_HOST:$DASHBOARD_PORT
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$TOKEN
 ENV
-  echo "Ray head up (PID $(cat "$PIDFILE")): GCS $BIND_HOST:$PORT, dashboard / Jobs API http://$BIND_HOST:$DASHBOARD_PORT"
+  echo "Ray head up (PID $(cut -d" " -f1 "$PIDFILE")): GCS $BIND_HOST:$PORT, dashboard / Jobs API http://$BIND_HOST:$DASHBOARD_PORT"
   echo "Clients: source $ENVFILE"
 }
 
