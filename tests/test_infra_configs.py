@@ -13,6 +13,7 @@ Each validator is also shown a broken variant, so a validator that accepts anyth
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 import sys
@@ -273,19 +274,43 @@ def test_dockerfile_passes_hadolint(tmp_path):
     assert proc.returncode != 0 and "DL3003" in proc.stdout  # the linter really lints
 
 
-def _stages() -> dict[str, dict]:
-    """Stage name -> {parent, user} from the Dockerfile (FROM ... AS name; USER)."""
-    stages, current = {}, None
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    out, pending = [], ""
     for line in (DOCKER_DIR / "Dockerfile").read_text().splitlines():
-        words = line.split()
-        if not words or words[0].startswith("#"):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
             continue
-        if words[0].upper() == "FROM":
-            current = words[3] if len(words) >= 4 and words[2].upper() == "AS" else f"#{len(stages)}"
-            stages[current] = {"parent": words[1], "user": None}
-        elif words[0].upper() == "USER" and current:
-            stages[current]["user"] = words[1]
+        pending += " " + stripped.rstrip("\\").strip() if pending else stripped.rstrip("\\").strip()
+        if not stripped.endswith("\\"):
+            word, _, rest = pending.partition(" ")
+            out.append((word.upper(), rest.strip()))
+            pending = ""
+    return out
+
+
+def _stages() -> dict[str, dict]:
+    """Stage name -> {parent, user, steps: [(INSTRUCTION, arguments)]} (FROM ... AS name)."""
+    stages, current = {}, None
+    for word, rest in _instructions():
+        if word == "FROM":
+            parts = rest.split()
+            current = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else f"#{len(stages)}"
+            stages[current] = {"parent": parts[0], "user": None, "steps": []}
+        elif current:
+            stages[current]["steps"].append((word, rest))
+            if word == "USER":
+                stages[current]["user"] = rest.split()[0]
     return stages
+
+
+def _chain(stages: dict, name: str) -> list[tuple[str, str, str]]:
+    """(stage, INSTRUCTION, arguments) from the base image down to ``name``, in build order."""
+    chain = []
+    while name in stages:
+        chain = [(name, *step) for step in stages[name]["steps"]] + chain
+        name = stages[name]["parent"]
+    return chain
 
 
 def _user(stages: dict, name: str) -> str | None:
@@ -296,15 +321,203 @@ def _user(stages: dict, name: str) -> str | None:
     return None
 
 
-def test_images_run_as_non_root_with_a_gpu_variant():
+CODE_DIRS = ("ganlib/", "sweeps/", "search_spaces/")
+
+
+def _copies_code(args: str) -> bool:
+    return not args.startswith("--from=") and any(d in args.split() for d in CODE_DIRS)
+
+
+def test_images_run_as_non_root_with_cpu_gpu_and_mlflow_targets():
     stages = _stages()
     assert {"cpu", "gpu", "mlflow"} <= set(stages)
-    assert list(stages)[-1] == "cpu"  # the default target
+    assert list(stages)[-1] == "cpu"  # the default target: the head and CPU workers
     for target in ("cpu", "gpu", "mlflow"):
         user = _user(stages, target)
         assert user and user.split(":")[0] not in ("0", "root"), (target, user)
-    dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
-    assert "pip install -c /opt/constraints.txt -e ." in dockerfile  # the package, pinned deps
     ignore = [line.strip() for line in (DOCKER_DIR / "Dockerfile.dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" and "!ganlib/" in ignore  # only what the image needs
+    assert "!infra/docker/profile.d/" in ignore
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_dependencies_are_installed_before_the_code_is_copied(target):
+    """A code change must not reinstall torch: every dependency install (and the venv copy into
+    the final image) comes before the first COPY of ganlib/, sweeps/ or search_spaces/, and what
+    runs after it installs the package alone (--no-deps)."""
+    stages = _stages()
+    chain = _chain(stages, target)
+    first_code = next(i for i, (_, word, args) in enumerate(chain) if word == "COPY" and _copies_code(args))
+    venv_copy = [i for i, (_, word, args) in enumerate(chain)
+                 if word == "COPY" and args.startswith("--from=deps-") and "/opt/venv" in args]
+    assert venv_copy and max(venv_copy) < first_code
+    # the deps stage the venv comes from never sees project code, only the requirements file
+    deps_stage = chain[venv_copy[-1]][2].split()[0].split("=", 1)[1].split()[0]
+    for _, word, args in _chain(stages, deps_stage):
+        assert not (word == "COPY" and _copies_code(args)), (deps_stage, args)
+        if word == "COPY" and not args.startswith("--from="):
+            assert args.split()[-2:] != ["pyproject.toml", "./"] or deps_stage == "requirements"
+    installs = [args for _, word, args in _chain(stages, deps_stage) if word == "RUN" and "pip install" in args]
+    assert any("-r /opt/requirements.txt" in a for a in installs)
+    for _, word, args in chain[first_code:]:
+        if word == "RUN" and "pip install" in args:
+            assert "--no-deps" in args, args
+    # the commit the image was built from: a label and an environment variable, set last
+    tail = [(word, args) for _, word, args in chain[first_code:]]
+    assert ("ARG", "GANLIB_COMMIT=unknown") in tail
+    assert ("LABEL", "org.opencontainers.image.revision=$GANLIB_COMMIT") in tail
+    # the requirements file is generated from pyproject.toml alone: edits elsewhere keep the cache
+    [req_copy] = [args for word, args in stages["requirements"]["steps"] if word == "COPY"]
+    assert req_copy.split() == ["pyproject.toml", "./"]
+
+
+def test_mlflow_image_holds_no_project_code():
+    chain = _chain(_stages(), "mlflow")
+    assert not [args for _, word, args in chain if word == "COPY" and _copies_code(args)]
+
+
+# -- the image's login shell (Ray's cluster launcher runs every command through one) -----------
+PROFILE_SNIPPET = DOCKER_DIR / "profile.d" / "ganlib-venv.sh"
+# Debian's /etc/profile (base-files, bookworm and trixie alike): PATH set from scratch, then
+# /etc/bash.bashrc for interactive bash, then /etc/profile.d/*.sh.
+DEBIAN_ETC_PROFILE = r"""# /etc/profile: system-wide .profile file for the Bourne shell (sh(1))
+if [ "$(id -u)" -eq 0 ]; then
+  PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+else
+  PATH="/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+fi
+export PATH
+
+if [ "${PS1-}" ]; then
+  if [ "${BASH-}" ] && [ "$BASH" != "/bin/sh" ]; then
+    if [ -f /etc/bash.bashrc ]; then
+      . /etc/bash.bashrc
+    fi
+  else
+    if [ "$(id -u)" -eq 0 ]; then
+      PS1='# '
+    else
+      PS1='$ '
+    fi
+  fi
+fi
+
+if [ -d /etc/profile.d ]; then
+  for i in /etc/profile.d/*.sh; do
+    if [ -r $i ]; then
+      . $i
+    fi
+  done
+  unset i
+fi
+"""
+# python:3.11-slim's PATH, with the image's ENV PATH=/opt/venv/bin:$PATH in front
+IMAGE_PATH = "/opt/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+IMAGE_UID = 1000
+
+
+def test_dockerfile_installs_the_login_profile_snippet():
+    stages = _stages()
+    copies = [(stage, args) for stage, word, args in _chain(stages, "cpu") if word == "COPY"]
+    assert ("user-base", "infra/docker/profile.d/ganlib-venv.sh /etc/profile.d/ganlib-venv.sh") in copies
+    for target in ("cpu", "gpu", "mlflow"):  # every image inherits it
+        assert any(stage == "user-base" for stage, *_ in _chain(stages, target))
+    env = dict(kv.split("=", 1) for word, args in stages["user-base"]["steps"] if word == "ENV"
+               for kv in args.split())
+    assert env["VIRTUAL_ENV"] == "/opt/venv" and env["PATH"] == "/opt/venv/bin:$PATH"
+    assert IMAGE_PATH.startswith(env["PATH"].split(":")[0] + ":")
+    assert str(IMAGE_UID) == _user(stages, "cpu").split(":")[0]
+
+
+def _login_shell(tmp_path: Path, with_snippet: bool, command: str) -> subprocess.CompletedProcess:
+    """``command`` exactly as Ray's cluster launcher runs it inside the container (Ray's own
+    ``_with_interactive``: ``bash --login -c -i 'source ~/.bashrc; ... (command)'`` under
+    ``docker exec ... /bin/bash -c``), as uid 1000 with the image's environment, in a private
+    mount namespace where /etc/profile is Debian's, /etc/profile.d holds the image's snippet
+    (or nothing), /opt/venv/bin has stand-ins for python and ray, and HOME has Debian's skeleton."""
+    from shlex import quote
+
+    from ray.autoscaler._private.command_runner import _with_interactive
+
+    root = tmp_path / "root"
+    etc, profile_d, venv_bin, home = root / "etc", root / "etc" / "profile.d", root / "opt" / "venv" / "bin", \
+        root / "home" / "ganlib"
+    for folder in (profile_d, venv_bin, home):
+        folder.mkdir(parents=True)
+    (etc / "profile").write_text(DEBIAN_ETC_PROFILE)
+    if with_snippet:
+        shutil.copy(PROFILE_SNIPPET, profile_d / PROFILE_SNIPPET.name)
+    for name in ("python", "ray"):
+        (venv_bin / name).write_text(f'#!/bin/sh\necho "venv {name} $*"\n')
+        (venv_bin / name).chmod(0o755)
+    skel = Path("/etc/skel")
+    for name in (".bashrc", ".profile"):
+        if (skel / name).is_file():
+            shutil.copy(skel / name, home / name)
+        else:
+            (home / name).write_text("")
+    for path in [root, *root.rglob("*")]:  # readable by uid 1000; its home is its own
+        if path.is_relative_to(home):
+            os.chown(path, IMAGE_UID, IMAGE_UID)
+        else:
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    ray_command = " ".join(_with_interactive(command))  # what Ray hands to docker exec ... /bin/bash -c
+    env = f"HOME=/home/ganlib PATH={IMAGE_PATH} VIRTUAL_ENV=/opt/venv LC_ALL=C.UTF-8 LANG=C.UTF-8 TERM=dumb"
+    script = "\n".join([
+        "set -e",
+        f"mount --bind {etc / 'profile'} /etc/profile",
+        f"mkdir -p /etc/profile.d 2>/dev/null || true; mount --bind {profile_d} /etc/profile.d",
+        f"mount --bind {root / 'opt'} /opt",
+        f"mount --bind {root / 'home'} /home",
+        f"exec setpriv --reuid={IMAGE_UID} --regid={IMAGE_UID} --clear-groups env -i {env} /bin/bash -c "
+        + quote(ray_command),
+    ])
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def _can_fake_a_root() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for a private mount namespace (unshare --mount) and setpriv"
+    if not (shutil.which("unshare") and shutil.which("setpriv")):
+        return "needs util-linux unshare and setpriv"
+    if not (Path("/etc/profile").is_file() and Path("/opt").is_dir() and Path("/home").is_dir()):
+        return "needs /etc/profile, /opt and /home to mount over"
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return None if probe.returncode == 0 else f"unshare --mount refused: {probe.stderr.decode()[-200:]}"
+
+
+@pytest.mark.skipif(_can_fake_a_root() is not None, reason=str(_can_fake_a_root()))
+def test_login_shell_finds_the_venvs_ray_and_python(tmp_path):
+    """The bug: `ray up` runs `ray start` through a login shell, Debian's /etc/profile resets
+    PATH and `ray` is not found. With the image's /etc/profile.d snippet it is, and `python` is
+    the venv's, not the base image's /usr/local/bin/python."""
+    probe = 'command -v ray python; ray --version; echo "PATH=$PATH"'
+    fixed = _login_shell(tmp_path / "fixed", True, probe)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    lines = fixed.stdout.splitlines()
+    assert lines[:3] == ["/opt/venv/bin/ray", "/opt/venv/bin/python", "venv ray --version"], fixed.stdout
+    assert lines[3].startswith("PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"), lines[3]
+    # the control: the same login shell without the snippet loses the venv (the reported bug)
+    broken = _login_shell(tmp_path / "broken", False, probe)
+    assert "/opt/venv/bin/ray" not in broken.stdout, broken.stdout
+    assert "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games" in broken.stdout, broken.stdout
+
+
+def test_profile_snippet_is_posix_and_idempotent(tmp_path):
+    """/etc/profile is read by sh (dash) too; sourcing the snippet twice adds the venv once, and
+    it adds nothing where the venv is missing."""
+    sh = shutil.which("dash") or shutil.which("sh")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\n")
+    (venv / "bin" / "python").chmod(0o755)
+    snippet = str(PROFILE_SNIPPET)
+    run = subprocess.run([sh, "-c", f'. "{snippet}"; . "{snippet}"; echo "$PATH"'], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "VIRTUAL_ENV": str(venv)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"{venv}/bin:/usr/bin:/bin"
+    missing = subprocess.run([sh, "-c", f'. "{snippet}"; echo "$PATH"'], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path / "nothing")})
+    assert missing.stdout.strip() == "/usr/bin:/bin"
