@@ -75,8 +75,16 @@ def test_launcher_config_passes_rays_validation(path):
         _ray_validate(broken)
 
 
+def _aws() -> dict:
+    return _load(RAY_DIR / "aws-gpu.yaml")
+
+
+def _docker_env(options: list[str]) -> dict[str, str]:
+    return dict(opt.split()[1].split("=", 1) for opt in options if opt.startswith("--env "))
+
+
 def test_aws_config_topology_and_sweep_environment():
-    config = _load(RAY_DIR / "aws-gpu.yaml")
+    config = _aws()
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
     assert head["resources"]["CPU"] == 0  # the head runs no trials
@@ -88,21 +96,265 @@ def test_aws_config_topology_and_sweep_environment():
         assert node_type["min_workers"] == 0 and node_type["max_workers"] > 0
     assert 0 < config["idle_timeout_minutes"] <= 30
     assert config["max_workers"] >= max(t["max_workers"] for t in workers.values())
-    # the container image, and setup that installs this checkout into it
-    assert config["docker"]["image"]
+    # setup that installs this checkout into the image
     assert config["file_mounts"]["~/ganlib"] == "."
-    assert any("pip install" in c and "~/ganlib" in c for c in config["setup_commands"])
-    # the environment a sweep needs: tracking URI, Tune storage on object storage, token auth
-    env = dict(opt.split()[1].split("=", 1) for opt in config["docker"]["run_options"] if opt.startswith("--env "))
-    assert env["MLFLOW_TRACKING_URI"].startswith("http")
+    assert any("pip install" in c and "--no-deps" in c and "~/ganlib" in c for c in config["setup_commands"])
+    # every node: Tune storage on object storage, token auth; no MLflow anywhere but the head
+    env = _docker_env(config["docker"]["run_options"])
+    head_env = {**env, **_docker_env(config["docker"]["head_run_options"])}
     assert env["GANLIB_STORAGE_PATH"].startswith("s3://")
     assert env["RAY_AUTH_MODE"] == "token"
     assert "~/.ray/auth_token" in config["file_mounts"]
-    # Ray never creates its default security group (SSH open to 0.0.0.0/0): every type names one
-    for node_type in types.values():
-        assert node_type["node_config"]["SecurityGroupIds"]
+    assert not [k for k in env if k.startswith("MLFLOW_TRACKING")]
+    assert not [m for m in config["file_mounts"] if ".mlflow" in m]  # file_mounts reach every node
+    assert not config.get("worker_setup_commands") and "worker_run_options" not in config["docker"]
+    assert head_env["MLFLOW_TRACKING_URI"].startswith("http")
+    assert config["head_setup_commands"] == ["python ~/ganlib/infra/ray/mlflow_credentials.py"]
+    assert (RAY_DIR / "mlflow_credentials.py").is_file()
+    assert head_env["GANLIB_MLFLOW_PASSWORD_PARAMETER"] == _cfn_default("MlflowPasswordParameter")
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--num-cpus=0" in head_start and "--dashboard-host=127.0.0.1" in head_start
+
+
+def test_aws_config_images_by_commit_cpu_for_head_and_cpu_workers():
+    config = _aws()
+    docker, types = config["docker"], config["available_node_types"]
+    assert "image" not in docker  # no image that silently applies to every node
+    assert docker["head_image"].rsplit(":", 1)[0].endswith("/ganlib-cpu")
+    assert docker["worker_image"].rsplit(":", 1)[0].endswith("/ganlib-gpu")  # GPU workers
+    cpu_types = [t for n, t in types.items() if n != config["head_node_type"] and not t["resources"].get("GPU")]
+    for node_type in cpu_types:
+        assert node_type["docker"]["worker_image"].rsplit(":", 1)[0].endswith("/ganlib-cpu")
+    for image in [docker["head_image"], docker["worker_image"], *(t["docker"]["worker_image"] for t in cpu_types)]:
+        assert image.rsplit(":", 1)[1] == "REPLACE_ME_COMMIT", image  # a commit, never latest / cpu / gpu
+
+
+def test_aws_config_private_subnets_roles_and_groups_from_the_stack():
+    """Private subnets (use_internal_ips), every node type with IMDSv2 and the stack's instance
+    profiles and groups: the head's profile (the one with iam:PassRole of the worker role) and
+    its own group, workers with the nodes group only (which MLflow does not admit)."""
+    config = _aws()
+    assert config["provider"]["use_internal_ips"] is True
+    assert config["provider"]["cache_stopped_nodes"] is False  # the head role may not stop/start
+    prefix = _cfn_default("NamePrefix")
+    assert config["cluster_name"] == _cfn_default("RayClusterName")  # the head's tag-scoped EC2 rights
+    for name, node_type in config["available_node_types"].items():
+        node = node_type["node_config"]
+        assert node["MetadataOptions"]["HttpTokens"] == "required"
+        profile = node["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+        groups = node["SecurityGroupIds"]
+        if name == config["head_node_type"]:
+            assert profile == f"{prefix}-ray-head"
+            assert groups == ["sg-REPLACE_ME_NODES", "sg-REPLACE_ME_HEAD"]
+        else:
+            assert profile == f"{prefix}-ray-worker"
+            assert groups == ["sg-REPLACE_ME_NODES"]
+        assert all(m["Ebs"]["Encrypted"] for m in node["BlockDeviceMappings"])
+
+
+def test_mlflow_credentials_are_written_for_the_head_from_ssm(tmp_path, monkeypatch):
+    """infra/ray/mlflow_credentials.py (head_setup_commands) with a stand-in SSM client: the
+    file MLflow's own client reads, mode 600; no parameter -> nothing written."""
+    import importlib.util
+
+    from mlflow.utils import credentials as mlflow_credentials
+
+    spec = importlib.util.spec_from_file_location("mlflow_credentials", RAY_DIR / "mlflow_credentials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class NotFound(Exception):
+        pass
+
+    class FakeSSM:
+        exceptions = type("E", (), {"ParameterNotFound": NotFound})
+        calls: list = []
+
+        def __init__(self, value):
+            self.value = value
+
+        def get_parameter(self, **kwargs):
+            self.calls.append(kwargs)
+            if self.value is None:
+                raise NotFound
+            return {"Parameter": {"Value": self.value}}
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.delenv("GANLIB_MLFLOW_PASSWORD_PARAMETER", raising=False)
+    assert module.main(FakeSSM(None), home=tmp_path) == 0
+    assert not (tmp_path / ".mlflow").exists()
+    assert module.main(FakeSSM("s3cr=t pass"), home=tmp_path) == 0
+    assert FakeSSM.calls[-1] == {"Name": _cfn_default("MlflowPasswordParameter"), "WithDecryption": True}
+    path = tmp_path / ".mlflow" / "credentials"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    creds = mlflow_credentials.read_mlflow_creds()
+    assert (creds.username, creds.password) == ("ganlib-sweeps", "s3cr=t pass")
+    with pytest.raises(ValueError):
+        module.credentials_text("user", "two\nlines")
+
+
+# -- AWS infrastructure as code (CloudFormation) -------------------------------------------------
+AWS_DIR = REPO / "infra" / "aws"
+CFN_TEMPLATE = AWS_DIR / "ganlib-cluster.yaml"
+CFN_LINT = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or shutil.which("cfn-lint")
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (!Ref, !Sub, ...) as {"Ref": ...} / {"Fn::Sub": ...}."""
+
+
+def _cfn_tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def _cfn() -> dict:
+    with open(CFN_TEMPLATE) as f:
+        return yaml.load(f, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _cfn_default(parameter: str) -> str:
+    return _cfn()["Parameters"][parameter]["Default"]
+
+
+def _resources(kind: str) -> dict[str, dict]:
+    return {name: r for name, r in _cfn()["Resources"].items() if r["Type"] == kind}
+
+
+def _statements(document: dict) -> list[dict]:
+    return document["Statement"]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.skipif(CFN_LINT is None, reason="cfn-lint (pip: cfn-lint, in the dev extra) is not installed")
+def test_cloudformation_template_passes_cfn_lint(tmp_path):
+    proc = subprocess.run([CFN_LINT, str(CFN_TEMPLATE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(CFN_TEMPLATE.read_text().replace("ManagedPolicyName:", "ManagedPolicyNam:", 1))
+    proc = subprocess.run([CFN_LINT, str(broken)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "ManagedPolicyNam" in proc.stdout  # the linter really lints
+
+
+def test_cloudformation_template_has_no_yaml_aliases():
+    """CloudFormation refuses YAML anchors / aliases ("YAML aliases are not allowed")."""
+    with open(CFN_TEMPLATE) as f:
+        events = list(yaml.parse(f, Loader=_CfnLoader))
+    assert not [e for e in events if isinstance(e, yaml.AliasEvent)]
+    assert not [e for e in events if getattr(e, "anchor", None)]
+
+
+def test_iam_least_privilege():
+    roles = _resources("AWS::IAM::Role")
+    policies = _resources("AWS::IAM::ManagedPolicy")
+    tune = _statements(policies["TuneStoragePolicy"]["Properties"]["PolicyDocument"])
+    # Tune storage: read + write + list + delete under the prefix, for the head and the workers
+    objects = next(s for s in tune if s["Sid"] == "TuneStorageObjects")
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(objects["Action"])
+    assert objects["Resource"] == {"Fn::Sub": "${Bucket.Arn}/${TunePrefix}/*"}
+    listing = next(s for s in tune if s["Sid"] == "TuneStorageList")
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == [{"Ref": "TunePrefix"}, {"Fn::Sub": "${TunePrefix}/*"}]
+    # the worker role: Tune storage and nothing else (no MLflow, EC2, IAM, SSM)
+    worker = roles["WorkerRole"]["Properties"]
+    assert worker["ManagedPolicyArns"] == [{"Ref": "TuneStoragePolicy"}] and "Policies" not in worker
+    # the head: what Ray's default role lacks (PassRole), for the worker role only, to EC2 only
+    head = roles["HeadRole"]["Properties"]
+    assert head["ManagedPolicyArns"] == [{"Ref": "TuneStoragePolicy"}]
+    head_statements = [s for p in head["Policies"] for s in _statements(p["PolicyDocument"])]
+    [passrole] = [s for s in head_statements if "iam:PassRole" in _as_list(s["Action"])]
+    assert passrole["Resource"] == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    for statement in head_statements:
+        actions = _as_list(statement["Action"])
+        assert statement["Effect"] == "Allow" and not [a for a in actions if "*" in a], statement
+        if statement["Resource"] == "*":
+            assert all(a.startswith("ec2:Describe") for a in actions), statement
+        if set(actions) & {"ec2:TerminateInstances"}:  # only this cluster's instances
+            assert statement["Condition"] == {
+                "StringEquals": {"ec2:ResourceTag/ray-cluster-name": {"Ref": "RayClusterName"}}}
+    launch = [s for s in head_statements if "ec2:RunInstances" in _as_list(s["Action"])]
+    instance = next(s for s in launch if "instance/*" in str(s["Resource"]))
+    assert instance["Condition"] == {"StringEquals": {"aws:RequestTag/ray-cluster-name": {"Ref": "RayClusterName"}}}
+    groups = [s for s in launch if "security-group" in str(s["Resource"])]
+    assert [g["Resource"] for g in groups] == [{"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:"
+                                                "${AWS::AccountId}:security-group/${NodesSecurityGroup.GroupId}"}]
+    ssm = [s for s in head_statements if "ssm:GetParameter" in _as_list(s["Action"])]
+    assert len(ssm) == 1 and "${MlflowPasswordParameter}" in ssm[0]["Resource"]["Fn::Sub"]
+    # every role can be assumed by one service only, and none holds an AWS managed policy
+    for name, role in roles.items():
+        [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert list(trust["Principal"]) == ["Service"], name
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            assert "Ref" in arn, (name, arn)
+
+
+def test_security_groups_admit_no_internet_and_mlflow_from_the_head_only():
+    template = _cfn()
+    ingress = []
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::EC2::SecurityGroup":
+            ingress += [(name, rule) for rule in resource["Properties"].get("SecurityGroupIngress", [])]
+        elif resource["Type"] == "AWS::EC2::SecurityGroupIngress":
+            ingress.append((resource["Properties"]["GroupId"]["Ref"], resource["Properties"]))
+    for group, rule in ingress:
+        assert rule.get("CidrIp") not in ("0.0.0.0/0",) and "CidrIpv6" not in rule, (group, rule)
+    by_group = {}
+    for group, rule in ingress:
+        by_group.setdefault(group, []).append(rule)
+    # SSH from the admin range reaches the head only
+    [ssh] = [(g, r) for g, r in ingress if "CidrIp" in r]
+    assert ssh[0] == "HeadSecurityGroup" and (ssh[1]["FromPort"], ssh[1]["ToPort"]) == (22, 22)
+    assert ssh[1]["CidrIp"] == {"Ref": "AdminCidr"}
+    assert template["Rules"]["AdminCidrIsNotTheInternet"]["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AdminCidr"}, "0.0.0.0/0"]}]}
+    # the nodes talk to each other only
+    [nodes] = by_group["NodesSecurityGroup"]
+    assert nodes["SourceSecurityGroupId"] == {"Ref": "NodesSecurityGroup"}
+    # MLflow: 5000 from the head's group, not from the nodes' (workers)
+    [mlflow] = by_group["MlflowSecurityGroup"]
+    assert mlflow["SourceSecurityGroupId"] == {"Ref": "HeadSecurityGroup"}
+    assert (mlflow["FromPort"], mlflow["ToPort"]) == (5000, 5000)
+
+
+def test_bucket_is_private_encrypted_and_tls_only():
+    bucket = _cfn()["Resources"]["Bucket"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    assert bucket["Properties"]["BucketEncryption"]
+    [deny] = _statements(_cfn()["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"])
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_stack_outputs_fill_the_launcher_config():
+    outputs = _cfn()["Outputs"]
+    assert {"TuneStoragePath", "NodesSecurityGroupId", "HeadSecurityGroupId", "MlflowSecurityGroupId",
+            "HeadInstanceProfileArn", "WorkerInstanceProfileArn"} <= set(outputs)
+    resources = _cfn()["Resources"]
+    assert resources["HeadInstanceProfile"]["Properties"]["InstanceProfileName"] == {
+        "Fn::Sub": "${NamePrefix}-ray-head"}
+    assert resources["WorkerInstanceProfile"]["Properties"]["InstanceProfileName"] == {
+        "Fn::Sub": "${NamePrefix}-ray-worker"}
+    # the Tune prefix of the stack is the launcher's GANLIB_STORAGE_PATH
+    env = _docker_env(_aws()["docker"]["run_options"])
+    assert env["GANLIB_STORAGE_PATH"].endswith("/" + _cfn_default("TunePrefix"))
 
 
 # -- KubeRay -----------------------------------------------------------------------------------
