@@ -1,12 +1,16 @@
 """The cluster configs checked with real tools, offline:
 
-- Ray cluster launcher YAML (`ray up`): Ray's own ``validate_config(prepare_config(cfg))``.
-- KubeRay RayCluster / RayJob: the Ray autoscaler's own KubeRay reader
+- Ray cluster launcher YAML (`ray up`): Ray's own ``validate_config(prepare_config(cfg))``; the
+  head's MLflow-credentials script with a stand-in SSM client.
+- AWS infrastructure (CloudFormation): ``cfn-lint``, and the IAM / security-group / bucket rules
+  read from the template.
+- KubeRay RayCluster / RayJobs: the Ray autoscaler's own KubeRay reader
   (``_derive_autoscaling_config_from_ray_cr``, what the in-tree autoscaler runs on the head)
-  + ``validate_config``; their pod templates and every core Kubernetes object (Deployment,
-  Service, Secret, NetworkPolicy, ...) against the Kubernetes OpenAPI schemas of
-  kubernetes-validate (strict: unknown fields fail); the CRD fields against KubeRay's v1 API.
-- The Dockerfile: hadolint.
+  + ``validate_config``; KubeRay's CRD schemas (vendored in infra/k8s/schemas, strict); their pod
+  templates and every core Kubernetes object against the Kubernetes OpenAPI schemas of
+  kubernetes-validate (strict: unknown fields fail); ``kubectl kustomize`` of infra/k8s.
+- The Dockerfile: hadolint, its layer order, and the login shell of the image (Ray's launcher
+  command through ``bash --login`` against Debian's /etc/profile, as uid 1000).
 Each validator is also shown a broken variant, so a validator that accepts anything fails here.
 """
 
