@@ -6,7 +6,7 @@
   read from the template.
 - KubeRay RayCluster / RayJobs: the Ray autoscaler's own KubeRay reader
   (``_derive_autoscaling_config_from_ray_cr``, what the in-tree autoscaler runs on the head)
-  + ``validate_config``; KubeRay's CRD schemas (vendored in infra/k8s/schemas, strict); their pod
+  + ``validate_config``; a hand-written KubeRay v1 field list; their pod
   templates and every core Kubernetes object against the Kubernetes OpenAPI schemas of
   kubernetes-validate (strict: unknown fields fail); ``kubectl kustomize`` of infra/k8s.
 - The Dockerfile: hadolint, its layer order, and the login shell of the image (Ray's launcher
