@@ -20,7 +20,7 @@ def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
             capture_output=True, text=True, timeout=900, env=ray_env, cwd=REPO)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
-        assert "Sweep 'wgan_clip-ring8' finished" in proc.stdout
+        assert "Sweep 'wgan_clip-ring8-" in proc.stdout and "' finished in " in proc.stdout
 
         client = MlflowClient(tracking_uri)
         parent, children = sweep_runs(tracking_uri)

@@ -99,12 +99,15 @@ def test_sweep_scales_gpu_workers_up_and_down(tmp_path):
             proc = subprocess.run(
                 [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url,
                  "--", "python", str(REPO / "sweeps" / "wgan_clip.py"), "--preset", "smoke", "--num-trials", "2",
-                 "--device", "cpu", "--cpus-per-trial", "1", "--gpus-per-trial", "1",
-                 "--tracking-uri", tracking_uri, "--storage-path", str(storage)],
+                 "--device", "cpu", "--cpus-per-trial", "1", "--gpus-per-trial", "1", "--scheduler", "none",
+                 "--name", "autoscale", "--tracking-uri", tracking_uri,
+                 # A cluster of several nodes needs shared storage; the fake nodes share this
+                 # machine's disk, which a file:// URI asserts (a plain path is refused there).
+                 "--storage-path", storage.as_uri()],
                 capture_output=True, text=True, timeout=900, env=cluster.env, cwd=REPO)
             output = proc.stdout + proc.stderr
             assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
-            assert "Sweep 'wgan_clip-ring8' finished" in output and "2 completed" in output, output[-6000:]
+            assert "Sweep 'autoscale' finished" in output and "2 completed" in output, output[-6000:]
             print(f"sweep job: {time.time() - started:.0f} s")
 
             # The autoscaler added GPU workers (and nothing else: the trials need a GPU).

@@ -69,3 +69,35 @@ def test_a_failed_trial_resumes_from_its_checkpoint(local_ray, tmp_path):
     straight = train(dict(BASE, steps=8), report=lambda m, s: None)
     for key, value in straight.generator.state_dict().items():
         assert torch.equal(value, state["generator"][key])
+
+
+def crash_after_damaging_the_last_checkpoint(config):
+    """First attempt: train to step 4 (checkpoints at 2 and 4), truncate the step-4 checkpoint as
+    a node dying mid-write would, then die. The retry must skip it for the step-2 one."""
+    marker = Path(config["_marker"])
+    if not marker.exists():
+        marker.write_text("crashed")
+        train(dict(config, steps=4), _tune_reporter, allow_hparam_change=True)
+        newest = max(Path(config["_storage"]).rglob("checkpoint_*/checkpoint.pt"), key=lambda p: p.parent.name)
+        newest.write_bytes(newest.read_bytes()[:100])
+        raise RuntimeError("simulated node failure while writing")
+    train_gan(config)
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(local_ray, tmp_path, caplog):
+    tuner = tune.Tuner(
+        crash_after_damaging_the_last_checkpoint,
+        param_space=dict(BASE, steps=8, checkpoint_every=2, _marker=str(tmp_path / "marker"),
+                         _storage=str(tmp_path / "damaged")),
+        run_config=tune.RunConfig(name="damaged", storage_path=str(tmp_path), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+    )
+    [result] = tuner.fit()
+    assert result.error is None
+    steps = list(result.metrics_dataframe["step"])
+    assert steps == [2, 4, 4, 6, 8]  # resumed from step 2: step 4 is reported again
+    straight = train(dict(BASE, steps=8), report=lambda m, s: None)
+    state = load_tune_checkpoint(result.checkpoint)
+    for key, value in straight.generator.state_dict().items():
+        assert torch.equal(value, state["generator"][key])  # the same run as one that never failed
