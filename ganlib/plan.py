@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from .config import HYPERPARAMS
@@ -50,6 +51,10 @@ class SweepPlan:
     log_hparams: bool  # the config can change during a trial (PBT): log it by step
     description: str  # one line for the parent run and the summary
     population: list[dict[str, Any]] | None = None  # PBT: the sampled starting configs
+    callbacks: list[Any] | None = None  # Tune callbacks the schedule needs (its state across restarts)
+    # Reuse trial actors (no new process, imports and dataset per trial). Not under PBT: in Ray
+    # 2.60 an exploited trial restarted in a reused actor reported another trial's results.
+    reuse_actors: bool = True
 
     @property
     def mode(self) -> str:
@@ -110,7 +115,8 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
         return SweepPlan(scheduler, BasicVariantGenerator(points_to_evaluate=population, max_concurrent=concurrent),
                          "score", interval, tuple(range(interval, steps, interval)), None, 4, True,
                          f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "
-                         f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population)
+                         f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population,
+                         reuse_actors=False)
     from ray.tune.search.optuna import OptunaSearch
 
     search = OptunaSearch(space=space.define_by_run, metric="objective", mode="min",
@@ -134,7 +140,44 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
     else:
         scheduler, rungs, text = None, [], "no early stopping by a scheduler (collapse and stall stops only)"
     return SweepPlan(scheduler, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
-                     text + "; Optuna TPE")
+                     text + "; Optuna TPE", callbacks=[RungRecords(scheduler)] if scheduler else [])
+
+
+class RungRecords(Callback):
+    """Keeps an ASHA scheduler's rung records across a driver restart.
+
+    Tune saves the searcher's state and its callbacks' states with every experiment checkpoint,
+    but not the scheduler's: a resumed sweep would start with empty rungs and let through trials
+    an uninterrupted sweep would have stopped. This callback holds the scheduler (both are
+    pickled with the Tuner, so a restored sweep gets the pair), returns its records as its own
+    state, and puts them back at the first step after a restore: Tune re-adds restored trials
+    after restoring callbacks, and re-adding draws their brackets again."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self._pending: dict[str, Any] | None = None
+
+    def get_state(self) -> dict[str, Any]:
+        brackets = self.scheduler._brackets  # noqa: SLF001 - ASHA keeps its records here
+        index = {id(b): i for i, b in enumerate(brackets)}
+        return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs] for b in brackets],
+                "trials": {tid: index[id(b)] for tid, b in self.scheduler._trial_info.items()},
+                "num_stopped": self.scheduler._num_stopped}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._pending = state
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        brackets = self.scheduler._brackets  # noqa: SLF001
+        for bracket, rungs in zip(brackets, state["rungs"], strict=True):
+            bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
+        for tid, i in state["trials"].items():
+            if tid in self.scheduler._trial_info:
+                self.scheduler._trial_info[tid] = brackets[i]
+        self.scheduler._num_stopped = state["num_stopped"]
 
 
 class SpaceExplorer:

@@ -30,15 +30,24 @@ class Prepared:
 
 
 def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
-    from .cluster import check_address, check_private_resources
+    try:
+        resolve_paths(settings, cwd)
+        check_settings(settings)
+    except SettingsError as err:
+        raise PreflightError(str(err)) from None
+    store = settings.tracking_uri[len("sqlite:///"):] if settings.tracking_uri.startswith("sqlite:///") else None
+    if settings.resume and store and not Path(store).exists():
+        raise PreflightError(f"--resume: there is no sweep to resume: no MLflow store at {store}; run without "
+                             "--resume to start one")
+    if "://" in settings.tracking_uri and not settings.tracking_uri.startswith(("sqlite:", "file:")):
+        check_tracking(settings.tracking_uri)  # a server: say at once if it does not answer (writes nothing)
+    from .cluster import check_address, check_private_resources  # torch, Optuna...: after the quick checks
     from .data import load_dataset
     from .evaluate import primary_metric
     from .metrics.features import feature_extractor_for
     from .spaces import SpaceError, load_space
 
     try:
-        resolve_paths(settings, cwd)
-        check_settings(settings)
         if settings.ray_address:
             check_address(settings.ray_address)
         else:
@@ -74,12 +83,12 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
     except (OSError, ValueError) as err:
         raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
     check_storage(settings.storage_path)  # leaves nothing behind
-    check_tracking(settings.tracking_uri)  # may create the local store's folder
+    check_tracking(settings.tracking_uri)  # may create a local store: last
     return Prepared(space, base, primary_metric(data), extractor.name, model_kind)
 
 
 def check_tracking(uri: str) -> None:
-    from .tracking import client_for
+    from mlflow.tracking import MlflowClient  # not ganlib.tracking: that imports Ray
 
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +97,7 @@ def check_tracking(uri: str) -> None:
     saved = {k: os.environ.get(k) for k in probe_env}
     os.environ.update(probe_env)
     try:
-        client_for(uri).search_experiments(max_results=1)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PreflightError(f"--tracking-uri {uri!r}: the MLflow tracking store is not reachable: {first}") from None

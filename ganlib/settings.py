@@ -110,8 +110,17 @@ class SweepSettings:
 
 
 
+class UsageError(ValueError):
+    """The command line does not parse (an unknown flag, a word where a number belongs)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error on two lines and exits itself
+        raise UsageError(f"{message} (see --help)")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Run a hyperparameter sweep of GAN training on Ray Tune + "
+    p = _Parser(prog=prog, description="Run a hyperparameter sweep of GAN training on Ray Tune + "
                                                        "Optuna, tracked in MLflow.")
     p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or a YAML path")
     p.add_argument("--dataset", default="ring8", help="ring8, grid25, swissroll, digits, mnist, ..., parquet:URI")

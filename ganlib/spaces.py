@@ -218,7 +218,10 @@ def load_space(path_or_name: str | os.PathLike) -> SearchSpace:
     except FileNotFoundError:
         raise SpaceError(path, "(file)", f"no such file; shipped spaces: {', '.join(available())}") from None
     except yaml.YAMLError as exc:
-        raise SpaceError(path, "(yaml)", f"not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpaceError(path, "(yaml)", f"not valid YAML{where}: {what}") from None
     return _parse(raw, path)
 
 

@@ -20,6 +20,7 @@ interrupted (parent run KILLED; ``--resume`` continues it).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .preflight import PreflightError, preflight
-from .settings import SettingsError, SweepSettings, settings_from_args
+from .settings import SettingsError, SweepSettings, UsageError, settings_from_args
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -149,9 +150,10 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     else:
         tuner = tune.Tuner(run, param_space=param_space, tune_config=tune.TuneConfig(
             metric=plan.metric, mode=plan.mode, search_alg=plan.search_alg, scheduler=plan.scheduler,
-            num_samples=settings.num_trials, max_concurrent_trials=plan.max_concurrent, reuse_actors=True,
+            num_samples=settings.num_trials, max_concurrent_trials=plan.max_concurrent, reuse_actors=plan.reuse_actors,
             trial_dirname_creator=trial_dirname), run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(), callbacks=[logger],
+            name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(),
+            callbacks=[logger, *(plan.callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.num_to_keep), verbose=1))
     results = tuner.fit()
@@ -220,16 +222,23 @@ def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: s
     return "\n".join(lines)
 
 
+def one_line(err: Exception) -> str:
+    """A refusal is one line, whatever a library put in its message."""
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    for name in ("mlflow.store.db.utils", "alembic"):  # creating a local store is not news
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         settings = settings_from_args(argv, prog)
-    except SettingsError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (SettingsError, UsageError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_REFUSED
     try:
         summary = run_sweep(settings)
     except PreflightError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_REFUSED
     except SweepFailed as err:
         print(format_summary(settings, err.summary, "FAILED"), file=sys.stderr)

@@ -288,6 +288,8 @@ class SweepLogger(Callback):
 
     def _finish(self, trial, errored: bool) -> None:
         status, reason = trial_status(trial.last_result, self.steps, errored)
+        if errored:
+            reason += f": {_error_text(trial)}"
         self.verdicts[trial.trial_id] = (status, reason)
         self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, trial.checkpoint,
                        "FAILED" if errored else "FINISHED")
@@ -371,6 +373,15 @@ class SweepLogger(Callback):
             out["samples/last.png"] = sample_figure(state["samples"], real,
                                                     f"{family(_public(config))} step {state['step']}")
         return out
+
+
+def _error_text(trial) -> str:
+    """The last line of the trial's error (the exception and its message), as Tune saved it."""
+    try:
+        lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+        return lines[-1][:500] if lines else "unknown error"
+    except (OSError, TypeError):
+        return "unknown error (no error file)"
 
 
 def _public(config: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,8 @@ def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
         parent, children = sweep_runs(tracking_uri)
         assert len(children) == 2
         for child in children:
-            assert child.data.params["loss"] == "wgan" and "clip" in child.data.params
+            assert (child.data.params["loss"], child.data.params["constraint"]) == ("wasserstein", "clip")
+            assert "clip" in child.data.params and child.info.run_name.startswith("wgan c=")
             assert child.data.tags["status"] in ("completed", "stopped_early", "collapsed", "diverged")
             assert client.get_metric_history(child.info.run_id, "loss_d")
         # artifacts went through the server's proxy into its artifact folder
