@@ -117,10 +117,7 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
                          f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "
                          f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population,
                          reuse_actors=False)
-    from ray.tune.search.optuna import OptunaSearch
-
-    search = OptunaSearch(space=space.define_by_run, metric="objective", mode="min",
-                          points_to_evaluate=space.start_points(), seed=settings.seed, study_name=settings.name)
+    search = SpaceSearch(space, metric="objective", seed=settings.seed, study_name=settings.name)
     regular = _regular_checkpoints(settings)
     if settings.scheduler == "asha":
         grace = _aligned(steps / 4, unit)  # GANs start noisily: the first rung at a quarter of the budget
@@ -141,6 +138,27 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
         scheduler, rungs, text = None, [], "no early stopping by a scheduler (collapse and stall stops only)"
     return SweepPlan(scheduler, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
                      text + "; Optuna TPE", callbacks=[RungRecords(scheduler)] if scheduler else [])
+
+
+def _optuna_search_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch
+
+
+class SpaceSearch(_optuna_search_class()):
+    """Tune's OptunaSearch over a search space, define-by-run, start points first. Optuna sees
+    the space's parameter names; the trial gets config fields (a parameter may set a field under
+    another name: ``SearchSpace.to_config``)."""
+
+    def __init__(self, space: SearchSpace, metric: str, seed: int, study_name: str):
+        super().__init__(space=space.define_by_run, metric=metric, mode="min", points_to_evaluate=space.start_points(),
+                         seed=seed, study_name=study_name)
+        self.search_space = space
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        return self.search_space.to_config(config) if isinstance(config, dict) else config
 
 
 class RungRecords(Callback):
@@ -187,21 +205,23 @@ class SpaceExplorer:
     checkpoint the trial continues from was made with them. Seeded, picklable."""
 
     def __init__(self, space: SearchSpace, seed: int):
-        self.params = [p for p in space.params if p.name in HYPERPARAMS and p.type != "categorical"]
+        self.params = [p for p in space.params if p.target in HYPERPARAMS and p.type != "categorical"]
+        self.space = space
         self.rng = random.Random(seed)
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         out = dict(config)
         for p in self.params:
-            if not p.active(out) or out.get(p.name) is None:
+            # conditions name params; the config holds fields (the same names unless aliased)
+            if not p.active(out) or out.get(p.target) is None:
                 continue
             if self.rng.random() < PBT_RESAMPLE_PROBABILITY:
                 value = self._sample(p)
             elif p.type == "int":
-                value = out[p.name] + self.rng.choice((-1, 1)) * (p.step or 1)
+                value = out[p.target] + self.rng.choice((-1, 1)) * (p.step or 1)
             else:
-                value = out[p.name] * self.rng.choice(PBT_FACTORS)
-            out[p.name] = self._clip(p, value)
+                value = out[p.target] * self.rng.choice(PBT_FACTORS)
+            out[p.target] = self._clip(p, value)
         return out
 
     def _sample(self, p) -> float | int:

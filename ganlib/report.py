@@ -34,7 +34,7 @@ METRIC_COLUMNS = ("w1", "swd", "fid", "kid", "w_critic", "w_critic_corr", "modes
                   "samples_per_s")
 
 
-def _trial_id(result) -> str:
+def trial_id_of_result(result) -> str:
     from .plan import trial_id_of_dirname
 
     return (result.metrics or {}).get("trial_id") or trial_id_of_dirname(result.path.rstrip("/").rsplit("/", 1)[-1])
@@ -44,7 +44,7 @@ def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int,
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        trial_id = _trial_id(result)
+        trial_id = trial_id_of_result(result)
         status, reason = verdicts.get(trial_id) or trial_status(metrics, steps, result.error is not None)
         history = result.metrics_dataframe
         scored = history[history["scored"].astype(bool)] if history is not None and "scored" in history else None
@@ -62,7 +62,7 @@ def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int,
         for name in METRIC_COLUMNS:
             row[name] = float(metrics[name]) if isinstance(metrics.get(name), (int, float)) else math.nan
         config = result.config or {}
-        for name in ("loss", "constraint", *space.searched):
+        for name in dict.fromkeys(("loss", "constraint", *space.fields)):
             value = config.get(name)
             row[f"config.{name}"] = value if value is None or isinstance(value, (int, float)) else str(value)
         rows.append(row)
@@ -134,7 +134,7 @@ def _param_plot(rows, space, name: str, metric: str) -> bytes:
 
     fig, ax = new_figure()
     key = f"config.{name}"
-    param = space.param(name)
+    param = space.field_param(name)
     categories = [str(c) for c in param.choices] if param.type == "categorical" else []
     column = f"last_{metric}"
     for status, marker, colour in (("completed", "o", "tab:blue"), ("stopped_early", "o", "0.6"),
@@ -163,9 +163,9 @@ def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
     fig, ax = new_figure()
     for result in results:
         df = result.metrics_dataframe
-        if _trial_id(result) in best_ids and df is not None and metric in df:
+        if trial_id_of_result(result) in best_ids and df is not None and metric in df:
             points = df[["step", metric]].dropna()
-            ax.plot(points["step"], points[metric], marker=".", label=_trial_id(result))
+            ax.plot(points["step"], points[metric], marker=".", label=trial_id_of_result(result))
     ax.set_xlabel("generator step")
     ax.set_ylabel(metric)
     if ax.get_legend_handles_labels()[0]:
@@ -191,7 +191,7 @@ def build_report(results, space, settings, verdicts, primary: str, plan_text: st
     rows = trial_rows(results, space, verdicts, settings.steps, primary)
     by_status = Counter(r["status"] for r in rows)
     summary: dict[str, Any] = {
-        "name": settings.name, "trials": len(rows), "primary": primary, "searched": list(space.searched),
+        "name": settings.name, "trials": len(rows), "primary": primary, "searched": list(space.fields),
         "by_status": {s: by_status[s] for s in ("completed", "stopped_early", "stalled", "collapsed", "diverged",
                                                 "error", "interrupted") if by_status[s]},
         "schedule": plan_text, "work": work_summary(rows, settings.steps)}
@@ -199,7 +199,7 @@ def build_report(results, space, settings, verdicts, primary: str, plan_text: st
                      key=lambda r: r["best_score"])
     if healthy:
         best = healthy[0]
-        config = next(res.config for res in results if _trial_id(res) == best["trial_id"])
+        config = next(res.config for res in results if trial_id_of_result(res) == best["trial_id"])
         summary["best"] = {"trial_id": best["trial_id"], "status": best["status"], "score": best["best_score"],
                            "score_of": f"mean {primary} over the last scored evaluations (best reached)",
                            "best_step": best["best_step"], "weights": "checkpoint/generator_best.pt",
@@ -221,7 +221,7 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, ver
         parquet, csv = _table_bytes(rows)
         log_bytes(client, parent_run_id, parquet, f"{REPORT_DIR}/trials.parquet")
         log_bytes(client, parent_run_id, csv, f"{REPORT_DIR}/trials.csv")
-        for name in space.searched:
+        for name in space.fields:
             log_bytes(client, parent_run_id, _param_plot(rows, space, name, primary),
                       f"{REPORT_DIR}/{primary}_vs_{name}.png")
     if "best" in summary:

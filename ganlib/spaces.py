@@ -17,6 +17,10 @@ A space file (``search_spaces/<name>.yaml``)::
 Types: uniform (optional step), loguniform, int (optional log, step), categorical. ``when: {p: v}`` or
 ``{p: [v, w]}`` names a categorical param defined earlier or a fixed field; a param whose condition is
 false is absent from the trial config (GanConfig rejects settings the algorithm would ignore).
+
+A param named other than a GanConfig field says which field it sets: ``norm_gp: {field: d_norm, ...}``.
+Optuna's distributions are fixed per name, so a field whose allowed values depend on another choice
+is written as several params with disjoint conditions, each setting the same field.
 Write floats with a dot or digits before the exponent: YAML 1.1 reads ``1e-3`` as a string.
 
 With Ray Tune::
@@ -89,6 +93,11 @@ class Param:
     log: bool = False
     choices: tuple = ()
     when: dict[str, tuple] = field(default_factory=dict)  # controlling param -> allowed values
+    field: str = ""  # the GanConfig field it sets ("" : its own name)
+
+    @property
+    def target(self) -> str:
+        return self.field or self.name
 
     def active(self, values: dict[str, Any]) -> bool:
         # A controlling param that is itself inactive (absent) makes this one inactive too.
@@ -119,7 +128,7 @@ class Param:
         return " and ".join(f"{k} in {list(v)}" for k, v in self.when.items())
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"type": self.type}
+        spec: dict[str, Any] = {"type": self.type, **({"field": self.field} if self.field else {})}
         if self.type == "categorical":
             spec["choices"] = list(self.choices)
         else:
@@ -144,7 +153,31 @@ class SearchSpace:
 
     @property
     def searched(self) -> tuple[str, ...]:
+        """The params' names (Optuna's parameter names)."""
         return tuple(p.name for p in self.params)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The config fields the params set, in order, each once."""
+        return tuple(dict.fromkeys(p.target for p in self.params))
+
+    def to_config(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Values keyed by param name -> keyed by config field."""
+        targets = {p.name: p.target for p in self.params}
+        return {targets.get(k, k): v for k, v in values.items()}
+
+    def field_param(self, name: str) -> Param:
+        """One param describing a searched field (for plots): its aliases' union."""
+        params = [p for p in self.params if p.target == name]
+        if not params:
+            raise KeyError(f"{name!r} is not searched in space {self.name!r}; searched: {', '.join(self.fields)}")
+        if len(params) == 1:
+            return params[0]
+        if all(p.type == "categorical" for p in params):
+            choices = tuple(dict.fromkeys(c for p in params for c in p.choices))
+            return Param(name, "categorical", choices=choices)
+        return Param(name, params[0].type, min(p.low for p in params), max(p.high for p in params),
+                     log=all(p.log for p in params))
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -178,7 +211,7 @@ class SearchSpace:
         for _ in range(n):
             trial = study.ask()
             fixed = self.define_by_run(trial)
-            configs.append({**fixed, **trial.params})
+            configs.append({**fixed, **self.to_config(trial.params)})
         return configs
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,14 +302,17 @@ def _parse(raw: Any, path: Path) -> SearchSpace:
 def _parse_param(path: Path, name: str, spec: Any, fixed: dict, earlier: dict[str, Param],
                  names: list) -> Param:
     key = f"params.{name}"
-    if name not in FIELDS:
-        raise SpaceError(path, key, f"not a GanConfig field; allowed: {', '.join(FIELDS)}")
-    if name in fixed:
+    target = spec.get("field", name) if isinstance(spec, dict) else name
+    if target not in FIELDS:
+        where = f"{key}.field" if target != name else key
+        raise SpaceError(path, where, f"not a GanConfig field; allowed: {', '.join(FIELDS)} (or another name "
+                         "with `field:` naming one)")
+    if target in fixed:
         raise SpaceError(path, key, "also set under fixed; a parameter is either fixed or searched")
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind not in TYPE_KEYS:
         raise SpaceError(path, f"{key}.type", f"{kind!r} is not a type; allowed: {', '.join(TYPE_KEYS)}")
-    allowed = ("type", "when", *TYPE_KEYS[kind])
+    allowed = ("type", "when", "field", *TYPE_KEYS[kind])
     for k in spec:
         if k not in allowed:
             raise SpaceError(path, f"{key}.{k}", f"unknown key for type {kind}; allowed: {', '.join(allowed)}")
@@ -286,7 +322,7 @@ def _parse_param(path: Path, name: str, spec: Any, fixed: dict, earlier: dict[st
         if (not isinstance(choices, list) or not choices or not all(isinstance(c, SCALARS) for c in choices)
                 or len({repr(c) for c in choices}) != len(choices)):
             raise SpaceError(path, f"{key}.choices", "a non-empty list of distinct strings, numbers or booleans")
-        return Param(name, kind, choices=tuple(choices), when=when)
+        return Param(name, kind, choices=tuple(choices), when=when, field="" if target == name else target)
     integer = kind == "int"
     low, high = (_number(path, f"{key}.{b}", spec.get(b), integer) for b in ("low", "high"))
     if low >= high:
@@ -304,7 +340,7 @@ def _parse_param(path: Path, name: str, spec: Any, fixed: dict, earlier: dict[st
             raise SpaceError(path, f"{key}.step", "a positive number that divides high - low (not with log)")
     if not integer:
         low, high, step = float(low), float(high), None if step is None else float(step)
-    return Param(name, kind, low, high, step, log, when=when)
+    return Param(name, kind, low, high, step, log, when=when, field="" if target == name else target)
 
 
 def _number(path: Path, key: str, value: Any, integer: bool) -> Any:
@@ -348,12 +384,19 @@ def _check_corners(space: SearchSpace) -> None:
     never_active = list(space.searched)
     for config in space._corners():
         never_active = [n for n in never_active if n not in config]
+        chosen = {p.name: config[p.name] for p in space.params if p.type == "categorical" and p.name in config}
+        active = [p for p in space.params if p.name in config]
+        for p in active:
+            twins = [q.name for q in active if q.target == p.target and q is not p]
+            if twins:
+                raise SpaceError(space.path, f"params.{p.name}.when", f"{p.name} and {twins[0]} both set field "
+                                 f"{p.target!r} in a trial with {chosen}; allowed: conditions that exclude each other")
         try:
-            GanConfig.from_dict(config)
+            GanConfig.from_dict(space.to_config(config))
         except ConfigError as exc:
+            setter = next((p.name for p in active if p.target == exc.field), None)
             key = (f"fixed.{exc.field}" if exc.field in space.fixed
-                   else f"params.{exc.field}" if exc.field in space.searched else "fixed")
-            chosen = {p.name: config[p.name] for p in space.params if p.type == "categorical" and p.name in config}
+                   else f"params.{setter}" if setter else "fixed")
             fix = ("add or fix its `when` condition or its range" if key.startswith("params.")
                    else "change the fixed value")
             raise SpaceError(space.path, key, "GanConfig rejects a trial of this space"
@@ -389,7 +432,8 @@ def _parse_start(space: SearchSpace, i: int, point: Any) -> dict[str, Any]:
         # Optuna returns an enqueued value unconverted: a YAML 10 would reach the trial as an int.
         out[p.name] = values[p.name] = float(value) if p.type in ("uniform", "loguniform") else value
     try:
-        GanConfig.from_dict(values)
+        GanConfig.from_dict(space.to_config(values))
     except ConfigError as exc:
-        raise SpaceError(path, f"{key}.{exc.field}", str(exc)) from None
+        setter = next((p.name for p in space.params if p.target == exc.field and p.name in values), exc.field)
+        raise SpaceError(path, f"{key}.{setter}", str(exc)) from None
     return out

@@ -125,8 +125,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
-    from .report import optuna_record, write_sweep_report
-    from .tracking import SweepLogger
+    from .report import optuna_record, trial_id_of_result, write_sweep_report
+    from .tracking import SweepLogger, delete_orphan_runs
     from .tune import trainable
 
     space, base = prepared.space, dict(prepared.base, checkpoint_every=plan.checkpoint_every,
@@ -137,7 +137,7 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     tags = {"sweep_name": settings.name, "primary_metric": prepared.primary,
             "feature_extractor": prepared.feature_extractor}
     real_points = data.heldout[:2000].numpy() if data.sample_shape == (2,) else None
-    logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.searched, tags,
+    logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.fields, tags,
                          plan.log_hparams, real_points)
     run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)
     # Schedulers draw from the driver's global RNGs (PBT's donors, Hyperband's brackets): seed them.
@@ -159,6 +159,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     results = tuner.fit()
     live = SweepLogger.live(parent_run_id) or logger  # a restored sweep ran the logger pickled with it
     undelivered = live.close()
+    if settings.resume:
+        delete_orphan_runs(client, experiment_id, parent_run_id, {trial_id_of_result(r) for r in results})
     summary = write_sweep_report(client, parent_run_id, results, space, settings, live.verdicts, prepared.primary,
                                  plan.description, optuna_record(settings.experiment_path))
     summary.update(seconds=time.time() - started, undelivered=undelivered, parent_run_id=parent_run_id,

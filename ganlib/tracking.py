@@ -139,6 +139,19 @@ def trial_status(last: dict[str, Any] | None, steps: int, errored: bool, finishe
     return "stopped_early", f"stopped by the scheduler at step {step} of {steps}"
 
 
+def delete_orphan_runs(client, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> int:
+    """Child runs of no trial of the sweep: a driver killed after creating a trial but before
+    Tune saved it leaves a run whose trial the resumed sweep creates again under a new id (with
+    the same config: the searcher's state was saved with the experiment). Deleted (MLflow's
+    soft delete), so every trial has exactly one child run."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=5000)
+    orphans = [r for r in runs if r.data.tags.get(TRIAL_ID_TAG) not in trial_ids]
+    for run in orphans:
+        client.delete_run(run.info.run_id)
+    return len(orphans)
+
+
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.{TRIAL_ID_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"), max_results=1)
@@ -440,6 +453,6 @@ def start_sweep_run(client, experiment_id: str, settings, space, plan_text: str)
         "scheduler": settings.scheduler, "schedule": plan_text[:5000], "code_version": code_version(),
         **_versions()})
     run_id = run.info.run_id
-    log_params(client, run_id, {**settings.to_dict(), "searched": ",".join(space.searched)})
+    log_params(client, run_id, {**settings.to_dict(), "searched": ",".join(space.fields)})
     log_bytes(client, run_id, yaml.safe_dump(space.to_dict(), sort_keys=False).encode(), "space.yaml")
     return run_id
