@@ -12,10 +12,12 @@ the metric they compare, the steps at which trials must checkpoint, and what to 
   PBT drives the search itself; the population is sampled from the space.
 * ``none``: every trial runs its whole budget (collapse and stall stops still apply).
 
-Searcher (all but PBT): Optuna's TPE through Tune's ``OptunaSearch``, seeded, the space's start
-points first. It is told each finished trial's last ``objective``: the best score a healthy trial
-reached (completed, stopped by a rung or stalled), the penalty for a collapsed or diverged one
-(worse than any healthy score: ``ganlib.evaluate``), and FAIL for an error.
+Searcher (all but PBT): Optuna's TPE through Tune's ``OptunaSearch`` (or its random sampler, the
+baseline of ``bench/search_efficiency.py``), seeded, the space's start points first. It is told
+each finished trial's last ``objective``: the best score a healthy trial reached (completed,
+stopped by a rung or stalled), the penalty for a collapsed or diverged one (worse than any healthy
+score: ``ganlib.evaluate``), and FAIL for an error. An interrupted trial is told nothing until the
+resumed sweep finishes it.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
                          f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "
                          f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population,
                          reuse_actors=False)
-    search = SpaceSearch(space, metric="objective", seed=settings.seed, study_name=settings.name)
+    search = SpaceSearch(space, metric="objective", seed=settings.seed, study_name=settings.name,
+                         random=settings.searcher == "random")
     regular = _regular_checkpoints(settings)
     if settings.scheduler == "asha":
         grace = _aligned(steps / 4, unit)  # GANs start noisily: the first rung at a quarter of the budget
@@ -137,7 +140,8 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
     else:
         scheduler, rungs, text = None, [], "no early stopping by a scheduler (collapse and stall stops only)"
     return SweepPlan(scheduler, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
-                     text + "; Optuna TPE", callbacks=[RungRecords(scheduler)] if scheduler else [])
+                     f"{text}; Optuna {'random sampling' if settings.searcher == 'random' else 'TPE'}",
+                     callbacks=[RungRecords(scheduler)] if scheduler else [])
 
 
 def _optuna_search_class():
@@ -151,9 +155,12 @@ class SpaceSearch(_optuna_search_class()):
     the space's parameter names; the trial gets config fields (a parameter may set a field under
     another name: ``SearchSpace.to_config``)."""
 
-    def __init__(self, space: SearchSpace, metric: str, seed: int, study_name: str):
+    def __init__(self, space: SearchSpace, metric: str, seed: int, study_name: str, random: bool = False):
+        import optuna
+
+        sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
         super().__init__(space=space.define_by_run, metric=metric, mode="min", points_to_evaluate=space.start_points(),
-                         seed=seed, study_name=study_name)
+                         sampler=sampler, study_name=study_name)
         self.search_space = space
 
     def suggest(self, trial_id: str):

@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   max_concurrent=None, width={"mlp": None, "dcgan": None}, confirm_top=5, confirm_seeds=3),
 }
 SCHEDULERS = ("asha", "hyperband", "pbt", "none")
+SEARCHERS = ("tpe", "random")
 PBT_MIN_POPULATION = 4  # exploits clone the top quarter into the bottom quarter
 
 
@@ -58,6 +59,8 @@ class SweepSettings:
     gpus_per_trial: float = 0.0
     max_failures: int = 3
     scheduler: str = "asha"
+    searcher: str = "tpe"
+    collapse_stop: bool = True  # end a trial at its first collapsed / diverged / stalled verdict
     tracking_uri: str | None = None
     experiment: str | None = None
     storage_path: str | None = None
@@ -142,6 +145,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial from its last checkpoint "
                                                               "(a lost worker, a preempted spot node)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
+    p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna's TPE (default) or random sampling "
+                                                                       "(a baseline); not with --scheduler pbt")
+    p.add_argument("--no-collapse-stop", dest="collapse_stop", action="store_false",
+                   help="let collapsed, diverged and stalled trials run their whole budget (verdicts still logged)")
     p.add_argument("--confirm-top", type=int, help="configurations re-trained on fresh seeds after the search "
                                                    "(preset: smoke 0, default 3, paper 5)")
     p.add_argument("--confirm-seeds", type=int, help="fresh seeds per confirmed configuration (3)")
@@ -196,7 +203,12 @@ def check_settings(s: SweepSettings) -> None:
     if s.device.startswith("cuda") and gpus == 0:
         raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
                             "when Ray gave it a GPU (set --gpus-per-trial)")
+    if s.searcher not in SEARCHERS:
+        raise SettingsError("searcher", s.searcher, "one of " + ", ".join(SEARCHERS))
     if s.scheduler == "pbt":
+        if s.searcher != "tpe":
+            raise SettingsError("searcher", s.searcher, "'tpe' (unset) with --scheduler pbt: PBT samples its "
+                                "population from the space and searches by itself")
         if s.num_trials < PBT_MIN_POPULATION:
             raise SettingsError("num_trials", s.num_trials, f"an integer >= {PBT_MIN_POPULATION} with --scheduler pbt "
                                 "(the population exploits its top quarter)")

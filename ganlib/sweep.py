@@ -152,7 +152,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
             metric=plan.metric, mode=plan.mode, search_alg=plan.search_alg, scheduler=plan.scheduler,
             num_samples=settings.num_trials, max_concurrent_trials=plan.max_concurrent, reuse_actors=plan.reuse_actors,
             trial_dirname_creator=trial_dirname), run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path, stop=CollapseStopper(),
+            name=settings.name, storage_path=settings.storage_path,
+            stop=CollapseStopper() if settings.collapse_stop else None,
             callbacks=[logger, *(plan.callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.num_to_keep), verbose=1))

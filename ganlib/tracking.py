@@ -449,7 +449,8 @@ def start_sweep_run(client, experiment_id: str, settings, space, plan_text: str)
     run = client.create_run(experiment_id, run_name=settings.name, tags={
         "ganlib_role": "sweep", "sweep_name": settings.name, "sweep_base": settings.base_name,
         "sweep_state": "running", "space": space.name,
-        "dataset": settings.dataset, "searcher": "pbt-population" if settings.scheduler == "pbt" else "optuna-tpe",
+        "dataset": settings.dataset,
+        "searcher": "pbt-population" if settings.scheduler == "pbt" else f"optuna-{settings.searcher}",
         "scheduler": settings.scheduler, "schedule": plan_text[:5000], "code_version": code_version(),
         **_versions()})
     run_id = run.info.run_id

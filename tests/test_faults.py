@@ -46,9 +46,11 @@ def results_logged(tmp_path: Path, name: str) -> int:
     return sum(len(p.read_text().splitlines()) for p in (tmp_path / "ray" / name).glob("*/result.json"))
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}")
         if time.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.5)
@@ -332,29 +334,34 @@ def test_a_sweep_killed_three_times_resumes_to_the_uninterrupted_report(tmp_path
 
 # -- killed trial workers ---------------------------------------------------------------------------
 @pytest.mark.slow
-def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(tmp_path, monkeypatch):
-    from ray.util.state import list_actors
-    from servers import ray_head
+def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(tmp_path):
+    from servers import BIN, ray_head
+
+    def alive_trial_actors(dashboard: str, env: dict) -> list[dict]:
+        """Ray's state API, through its CLI (the token setting is read when Ray is imported)."""
+        proc = subprocess.run([str(BIN / "ray"), "list", "actors", "--detail", "--filter", "state=ALIVE",
+                               "--format", "json", "--address", dashboard], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        actors = [] if proc.stdout.startswith("No resource") else json.loads(proc.stdout)
+        return [a for a in actors if "ImplicitFunc" in (a.get("class_name") or "")]
 
     with ray_head(tmp_path) as (dashboard, _, env):
-        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            if key in env:
-                monkeypatch.setenv(key, env[key])
         argv = sweep_argv(tmp_path, "workers", "--num-trials", "4", "--steps", "3000", "--eval-every", "50",
                           "--scheduler", "none", "--max-failures", "5", "--ray-address", env["RAY_ADDRESS"])
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = tmp_path / "sweep.log"  # a pipe nobody reads would fill up and block the sweep
+        proc = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
         rng, kills = random.Random(0), []
-        wait_for(lambda: results_logged(tmp_path, "workers") >= 2, 240, "the first results")
+        wait_for(lambda: results_logged(tmp_path, "workers") >= 2, 240, "the first results", proc)
         while len(kills) < 5 and proc.poll() is None:
             time.sleep(rng.uniform(1.5, 4.0))
-            actors = [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
-                      if "ImplicitFunc" in (a.class_name or "")]
+            actors = alive_trial_actors(dashboard, env)
             if actors:
-                victim = rng.choice(actors)
-                os.kill(victim.pid, signal.SIGKILL)
-                kills.append(victim.pid)
-        output, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, output[-4000:]
+                victim = rng.choice(actors)["pid"]
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+        proc.wait(timeout=900)
+        assert proc.returncode == 0, log.read_text()[-4000:]
     assert len(kills) == 5
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "workers")
     assert len(children) == 4 and {c.data.tags["status"] for c in children} == {"completed"}
@@ -377,14 +384,16 @@ def test_a_tracking_server_outage_of_60_s_loses_nothing(tmp_path):
     with mlflow_server(tmp_path) as (uri, _, env):
         argv = sweep_argv(tmp_path, "outage", "--num-trials", "3", "--steps", "3000", "--eval-every", "50",
                           "--scheduler", "none", "--max-concurrent", "1", tracking=uri)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: results_logged(tmp_path, "outage") >= 5, 240, "the first results")
+        log = tmp_path / "sweep.log"
+        proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        wait_for(lambda: results_logged(tmp_path, "outage") >= 5, 240, "the first results", proc)
         run_script("mlflow-server.sh", "stop", env)
         during = results_logged(tmp_path, "outage")
         time.sleep(60)
         grew = results_logged(tmp_path, "outage") - during
         run_script("mlflow-server.sh", "start", env)
-        output, _ = proc.communicate(timeout=900)
+        proc.wait(timeout=900)
+        output = log.read_text()
         assert proc.returncode == 0, output[-4000:]
         assert grew > 5  # trials kept training through the outage
         client, [parent], children = sweep_runs(uri, "outage")

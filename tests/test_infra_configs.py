@@ -17,7 +17,6 @@ Each validator is also shown a broken variant, so a validator that accepts anyth
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import subprocess

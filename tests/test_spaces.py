@@ -263,3 +263,45 @@ def test_yaml_level_mistakes(tmp_path, text, key):
     assert info.value.key == key
     if key == "params.clip.low":
         assert "1.0e-3" in str(info.value)  # the hint about YAML 1.1 floats
+
+
+def test_aliased_params_set_one_field_under_disjoint_conditions(tmp_path):
+    space = load_space("loss_penalty_norm")
+    assert space.fields[:3] == ("loss", "constraint", "d_norm") and "norm_gp" in space.searched
+    configs = space.sample_configs(40, seed=0)
+    seen = set()
+    for config in configs:
+        assert not set(config) & {"norm_free", "norm_gp", "norm_clip", "norm_wasserstein_free"}  # fields only
+        cfg = GanConfig.from_dict(config)
+        seen.add((cfg.loss, cfg.constraint, cfg.d_norm))
+        assert not (cfg.constraint == "gp" and cfg.d_norm == "batch")
+        assert not (cfg.constraint == "clip" and cfg.d_norm == "spectral")
+    assert len(seen) >= 12  # the grid is explored, not one corner
+    assert space.field_param("d_norm").choices == ("none", "batch", "layer", "spectral")
+    # two params that could set the same field in one trial are refused at load time
+    overlapping = tmp_path / "overlap.yaml"
+    overlapping.write_text(
+        "name: overlap\nfixed: {loss: non_saturating}\nparams:\n"
+        "  constraint: {type: categorical, choices: [none, gp]}\n"
+        "  a: {field: d_norm, type: categorical, choices: [none, layer]}\n"
+        "  b: {field: d_norm, type: categorical, choices: [spectral], when: {constraint: gp}}\n")
+    with pytest.raises(SpaceError, match="a and b both set field 'd_norm'"):
+        load_space(overlapping)
+    bad_field = tmp_path / "bad_field.yaml"
+    bad_field.write_text("name: b\nparams:\n  a: {field: norm, type: categorical, choices: [none]}\n")
+    with pytest.raises(SpaceError, match="params.a.field: not a GanConfig field"):
+        load_space(bad_field)
+
+
+def test_the_searcher_hands_trials_config_fields(tmp_path):
+    from ganlib.plan import SpaceSearch
+
+    space = load_space("loss_penalty_norm")
+    searcher = SpaceSearch(space, metric="objective", seed=0, study_name="s")
+    for i in range(8):
+        config = searcher.suggest(f"t{i}")
+        assert "d_norm" in config and not any(k.startswith("norm_") for k in config)
+        GanConfig.from_dict(config)
+        searcher.on_trial_complete(f"t{i}", result={"objective": float(i)})
+    names = {k for t in searcher._ot_study.trials for k in t.params}
+    assert {"norm_free", "norm_gp"} & names  # Optuna keeps the params' own names

@@ -275,3 +275,34 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
         run_sweep(settings(tmp_path, resume=True))
     with pytest.raises(PreflightError, match="a sweep of that name already exists"):
         run_sweep(settings(tmp_path, num_trials=1))
+
+
+def test_the_loss_constraint_normalisation_grid_runs_as_one_sweep(local_ray, tmp_path):
+    config = settings(tmp_path, space="loss_penalty_norm", num_trials=4, scheduler="none", max_concurrent=2)
+    summary = run_sweep(config)
+    assert summary["searched"][:3] == ["loss", "constraint", "d_norm"]
+    _, _, children = mlflow_runs(config)
+    combos = {(c.data.params["loss"], c.data.params["constraint"], c.data.params["d_norm"]) for c in children}
+    # the start points: DCGAN-style NS GAN, WGAN-GP, NS + GP, NS + spectral norm
+    assert combos == {("non_saturating", "none", "none"), ("wasserstein", "gp", "none"),
+                      ("non_saturating", "gp", "none"), ("non_saturating", "none", "spectral")}
+    names = sorted(c.info.run_name for c in children)
+    assert any(n.startswith("wgan_gp ") for n in names) and any("norm=spectral" in n for n in names)
+
+
+def test_the_public_api_and_the_console_command():
+    import subprocess
+
+    import ganlib
+
+    assert {"GanConfig", "Trainer", "train", "load_space", "Evaluator", "evaluate_checkpoint",
+            "run_sweep"} <= set(ganlib.__all__)
+    assert ganlib.GanConfig.create(loss="wgan").clip == 0.01
+    code = ("import sys, ganlib; assert 'torch' not in sys.modules and 'ray' not in sys.modules;"
+            "ganlib.GanConfig; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    command = Path(sys.executable).parent / "ganlib-sweep"
+    proc = subprocess.run([str(command), "wgan_clip", "--num-trials", "0"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "error: --num-trials = 0 is invalid: allowed an integer >= 1"

@@ -2,7 +2,8 @@
 # A local Ray head on 127.0.0.1 with token authentication, stopped by its PID file.
 #
 #   infra/local/ray-head.sh start    # prints the address; writes .run/ray/{head.pid,head.log,auth_token,env}
-#   source .run/ray/env               # RAY_ADDRESS, RAY_API_SERVER_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH
+#   source .run/ray/env               # RAY_ADDRESS, RAY_API_SERVER_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH,
+#                                     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the head's single-machine mode)
 #   ray job submit --working-dir . -- python sweeps/wgan_clip.py --preset smoke
 #   infra/local/ray-head.sh stop     # SIGTERM to the head's process group (never `ray stop`)
 #   infra/local/ray-head.sh status
@@ -56,6 +57,9 @@ export RAY_ADDRESS=$BIND_HOST:$PORT
 export RAY_API_SERVER_ADDRESS=http://$BIND_HOST:$DASHBOARD_PORT
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$TOKEN
+# A driver joining from outside \`ray job submit\` keeps the head's single-machine mode too, or Ray
+# rewrites 127.0.0.1 into the machine's address and finds no GCS there.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 ENV
   echo "Ray head up (PID $(cut -d" " -f1 "$PIDFILE")): GCS $BIND_HOST:$PORT, dashboard / Jobs API http://$BIND_HOST:$DASHBOARD_PORT"
   echo "Clients: source $ENVFILE"

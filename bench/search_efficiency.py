@@ -1,0 +1,155 @@
+"""Does the pruning earn its keep? The best score found against the work spent, for three ways
+of running the same sweep (same space, trial count, budget and seeds):
+
+* ``random``: Optuna's random sampler, every trial to its budget (no scheduler, no collapse stop);
+* ``tpe``: Optuna's TPE alone, every trial to its budget;
+* ``default``: the platform's default, TPE + ASHA + collapse / stall stopping.
+
+    python bench/search_efficiency.py                       # grid25, wgan_gp_lambda, 3 seeds (~40 min here)
+    python bench/search_efficiency.py --seeds 0 --num-trials 8 --steps 500   # a quick look
+
+Work is counted as the platform counts it: critic + generator steps (a generator step costs
+n_critic critic steps) and trial seconds. For each sweep the trials are ordered by the time they
+ended; after each one the cumulative work and the best score so far (healthy trials only: the
+score is the trial's best mean w1 over 3 scored evaluations) give an anytime curve. Printed: the
+final best of each method (mean over seeds), its work, and the two goals: the default within 5 %
+of random search's final best using at most 35 % of its work, and the default ahead of TPE alone
+at equal work. The curves go to a PNG and the numbers to a JSON file in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+METHODS = {
+    "random": dict(searcher="random", scheduler="none", collapse_stop=False),
+    "tpe": dict(searcher="tpe", scheduler="none", collapse_stop=False),
+    "default": dict(searcher="tpe", scheduler="asha", collapse_stop=True),
+}
+HEALTHY = ("completed", "stopped_early", "stalled")
+
+
+def run_method(method: str, seed: int, args, out: Path) -> list[dict]:
+    """One sweep; per trial (in the order trials ended): work done and its best healthy score."""
+    from ray.tune import ExperimentAnalysis
+
+    from ganlib.settings import SweepSettings
+    from ganlib.sweep import run_sweep
+    from ganlib.tracking import trial_status
+
+    settings = SweepSettings(space=args.space, dataset=args.dataset, preset="default", num_trials=args.num_trials,
+                             steps=args.steps, seed=seed, name=f"{method}-{seed}", device="cpu",
+                             tracking_uri=f"sqlite:///{out}/mlflow.db", storage_path=str(out / "ray"),
+                             max_concurrent=args.max_concurrent, **METHODS[method])
+    run_sweep(settings)
+    trials = []
+    for df in ExperimentAnalysis(settings.experiment_path).trial_dataframes.values():
+        last = df.iloc[-1].to_dict()
+        status, _ = trial_status(last, args.steps, errored=False)
+        trials.append({"ended": float(last["timestamp"]), "status": status,
+                       "work_steps": float(last["critic_steps"] + last["step"]),
+                       "work_seconds": float(last["time_total_s"]),
+                       "score": float(last["objective"]) if status in HEALTHY else math.inf})
+    return sorted(trials, key=lambda t: t["ended"])
+
+
+def anytime(trials: list[dict]) -> list[tuple[float, float, float]]:
+    """(cumulative steps, cumulative seconds, best score so far) after each trial."""
+    steps = seconds = 0.0
+    best, curve = math.inf, []
+    for t in trials:
+        steps, seconds, best = steps + t["work_steps"], seconds + t["work_seconds"], min(best, t["score"])
+        curve.append((steps, seconds, best))
+    return curve
+
+
+def best_at(curve, work: float, column: int = 0) -> float:
+    """The best score a method had found once it had spent ``work``."""
+    reached = [c[2] for c in curve if c[column] <= work]
+    return reached[-1] if reached else math.inf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="wgan_gp_lambda")
+    parser.add_argument("--dataset", default="grid25")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--num-trials", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/search_efficiency"))
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # one Ray for every sweep
+    curves: dict[str, list] = {m: [] for m in METHODS}
+    for seed in args.seeds:
+        for method in METHODS:
+            curves[method].append(anytime(run_method(method, seed, args, args.out)))
+    ray.shutdown()
+
+    finals = {m: [c[-1] for c in cs] for m, cs in curves.items()}
+    rows = {}
+    for method, ends in finals.items():
+        rows[method] = {"best": statistics.mean(e[2] for e in ends), "best_sd": statistics.pstdev(e[2] for e in ends),
+                        "steps": statistics.mean(e[0] for e in ends), "seconds": statistics.mean(e[1] for e in ends)}
+    random_, default = rows["random"], rows["default"]
+    # per seed: the default's final best vs random's, its work vs random's, TPE's best at the default's work
+    per_seed = []
+    for r, t, d in zip(curves["random"], curves["tpe"], curves["default"], strict=True):
+        per_seed.append({"default_vs_random_best": d[-1][2] / r[-1][2] - 1,
+                         "default_work_fraction_steps": d[-1][0] / r[-1][0],
+                         "default_work_fraction_seconds": d[-1][1] / r[-1][1],
+                         "tpe_best_at_default_work": best_at(t, d[-1][0]), "default_best": d[-1][2]})
+    goals = {
+        "within_5pct_of_random": default["best"] <= 1.05 * random_["best"],
+        "at_most_35pct_of_random_work_steps": default["steps"] <= 0.35 * random_["steps"],
+        "at_most_35pct_of_random_work_seconds": default["seconds"] <= 0.35 * random_["seconds"],
+        "beats_tpe_at_equal_work": sum(p["default_best"] <= p["tpe_best_at_default_work"] for p in per_seed)
+        > len(per_seed) / 2,
+    }
+    print(f"{args.space} on {args.dataset}: {args.num_trials} trials x {args.steps} steps, seeds {args.seeds}")
+    print(f"{'method':10} {'best w1 (mean +- sd)':>22} {'work: steps':>14} {'trial-s':>9}")
+    for method, row in rows.items():
+        print(f"{method:10} {row['best']:>13.4f} +- {row['best_sd']:<6.4f} {row['steps']:>14,.0f} "
+              f"{row['seconds']:>9.0f}")
+    for p, seed in zip(per_seed, args.seeds, strict=True):
+        print(f"seed {seed}: default best {p['default_vs_random_best']:+.1%} vs random, with "
+              f"{p['default_work_fraction_steps']:.0%} of its steps ({p['default_work_fraction_seconds']:.0%} of its "
+              f"seconds); TPE alone at the default's work: {p['tpe_best_at_default_work']:.4f} vs "
+              f"{p['default_best']:.4f}")
+    print("goals: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in goals.items()))
+    (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                       "methods": rows, "per_seed": per_seed, "goals": goals,
+                                                       "curves": curves}, indent=1))
+    _plot(curves, args.out / "search_efficiency.png", f"{args.space} on {args.dataset}")
+    print(f"curves: {args.out / 'search_efficiency.png'}")
+
+
+def _plot(curves, path: Path, title: str) -> None:
+    from ganlib.figures import new_figure, png
+
+    fig, ax = new_figure(6, 4)
+    colours = {"random": "0.5", "tpe": "tab:blue", "default": "tab:red"}
+    for method, runs in curves.items():
+        for i, curve in enumerate(runs):
+            points = [(s, b) for s, _, b in curve if math.isfinite(b)]
+            if points:
+                ax.step(*zip(*points, strict=True), where="post", color=colours[method], alpha=0.8,
+                        label=method if i == 0 else None)
+    ax.set_xlabel("work: critic + generator steps (cumulative)")
+    ax.set_ylabel("best score so far (w1)")
+    ax.set_title(title, fontsize=9)
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    path.write_bytes(png(fig))
+
+
+if __name__ == "__main__":
+    main()
