@@ -66,6 +66,7 @@ STRUCTURAL = ("dataset", "data_root", "loss", "constraint", "model", "width", "d
               "g_norm", "batch_size", "optimizer", "seed")
 HYPERPARAMS = ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "momentum", "clip", "gp_lambda")
 RUNTIME = ("steps", "eval_every", "score_every", "checkpoint_every", "checkpoint_steps", "eval_samples", "score_window",
+           "final_eval_samples",
            "inception_weights", "device", "download", "collapse", "stop_on_collapse")
 
 
@@ -77,6 +78,9 @@ class ConfigError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"config field '{field_name}' = {value!r} is invalid: allowed {allowed}")
+
+    def __reduce__(self):  # copy and pickle it (Ray copies a trial's exception to report it)
+        return type(self), (self.field, self.value, self.allowed)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class GanConfig:
     checkpoint_steps: tuple[int, ...] = ()  # extra steps that always checkpoint (scheduler rungs)
     eval_samples: int = 1024  # generated samples per evaluation, fixed for a sweep
     score_window: int = 3  # evaluations averaged into the run's score (see Evaluator)
+    final_eval_samples: int | None = None  # a last evaluation on this many fresh samples (final_* metrics)
     inception_weights: str | None = None  # local pytorch-fid Inception file: FID features for other images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     download: bool = False  # torchvision datasets: only download when explicitly asked
@@ -247,6 +252,8 @@ class GanConfig:
             raise ConfigError("checkpoint_steps", self.checkpoint_steps, "a list of integers >= 1")
         _check_int("eval_samples", self.eval_samples, low=2)
         _check_int("score_window", self.score_window, low=1)
+        if self.final_eval_samples is not None:
+            _check_int("final_eval_samples", self.final_eval_samples, low=2)
         _check_device(self.device)
         CollapseRules.from_dict(self.collapse)  # each threshold, naming collapse.<key>
         self._check_conditional("beta1", self.optimizer == "adam", "optimizer 'adam'")
@@ -324,7 +331,9 @@ def resolve_defaults(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("checkpoint_every", "score_every"):
         if out.get(name) is None:
             out[name] = out.get("eval_every", 100)
-    if isinstance(out.get("checkpoint_steps"), list):
+    if out.get("checkpoint_steps") is None:  # Tune hands an empty list over as None
+        out["checkpoint_steps"] = ()
+    elif isinstance(out["checkpoint_steps"], list):
         out["checkpoint_steps"] = tuple(out["checkpoint_steps"])
     return out
 

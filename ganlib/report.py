@@ -129,7 +129,7 @@ def optuna_record(experiment_path: str) -> list[dict[str, Any]]:
     return [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials]
 
 
-def _param_plot(rows, space, name: str, metric: str) -> bytes:
+def _param_plot(rows, space, name: str, metric: str, confirmation: dict[str, Any] | None = None) -> bytes:
     from .figures import new_figure, png
 
     fig, ax = new_figure()
@@ -145,6 +145,14 @@ def _param_plot(rows, space, name: str, metric: str) -> bytes:
         if pts:
             xs = [categories.index(str(x)) if categories else x for x, _ in pts]
             ax.scatter(xs, [y for _, y in pts], marker=marker, c=colour, label=status)
+    for t in (confirmation or {}).get("table", []):  # the confirmed configurations: mean and 95 % interval
+        x = t["config"].get(name)
+        if x is None or not math.isfinite(t["mean"]):
+            continue
+        x = categories.index(str(x)) if categories else x
+        err = [[t["mean"] - t["ci_low"]], [t["ci_high"] - t["mean"]]] if math.isfinite(t["ci_low"]) else None
+        ax.errorbar([x], [t["mean"]], yerr=err, fmt="D", color="black", capsize=4, markersize=5,
+                    label="confirmed (mean, 95% CI)" if t is confirmation["table"][0] else None)
     if categories:
         ax.set_xticks(range(len(categories)), categories)
     elif param.log:
@@ -208,12 +216,23 @@ def build_report(results, space, settings, verdicts, primary: str, plan_text: st
     return {"summary": summary, "rows": rows}
 
 
-def write_sweep_report(client, parent_run_id: str, results, space, settings, verdicts, primary: str,
-                       plan_text: str, optuna_trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Build the report and log it to the parent run; returns the summary."""
-    built = build_report(results, space, settings, verdicts, primary, plan_text)
+def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], results, space,
+                       optuna_trials: list[dict[str, Any]],
+                       confirmation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Log the report (``build_report``'s, and the confirmation stage's if it ran) to the parent
+    run; returns the summary."""
     summary, rows = built["summary"], built["rows"]
+    primary = summary["primary"]
     summary["optuna_trials"] = len(optuna_trials)
+    if confirmation:
+        summary["confirmation"] = {k: v for k, v in confirmation.items() if k != "runs"}
+        log_bytes(client, parent_run_id, json.dumps(confirmation, indent=1, default=str).encode(),
+                  f"{REPORT_DIR}/confirmation.json")
+        confirm_table = [{"trial_id": t["trial_id"], "seeds": t["seeds"], "failed": t["failed"], "mean": t["mean"],
+                          "sd": t["sd"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                          **{f"config.{k}": t["config"].get(k) for k in space.fields}} for t in confirmation["table"]]
+        if confirm_table:
+            log_bytes(client, parent_run_id, _table_bytes(confirm_table)[1], f"{REPORT_DIR}/confirmation.csv")
     if optuna_trials:
         log_bytes(client, parent_run_id, json.dumps(optuna_trials, indent=1, default=str).encode(),
                   f"{REPORT_DIR}/optuna_trials.json")
@@ -225,7 +244,14 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, ver
             log_bytes(client, parent_run_id, _param_plot(rows, space, name, primary),
                       f"{REPORT_DIR}/{primary}_vs_{name}.png")
     if "best" in summary:
-        log_bytes(client, parent_run_id, json.dumps(summary["best"], indent=2, default=str).encode(),
+        best = dict(summary["best"])
+        if confirmation and "best" in confirmation:
+            first = confirmation["table"][0]
+            best = {"confirmed": {k: first[k] for k in ("trial_id", "mean", "sd", "ci_low", "ci_high", "seeds",
+                                                         "failed", "config")},
+                    "distinguishable_from_runner_up": confirmation.get("distinguishable"),
+                    "welch_p": confirmation.get("welch_p"), "search_best": best}
+        log_bytes(client, parent_run_id, json.dumps(best, indent=2, default=str).encode(),
                   f"{REPORT_DIR}/best_config.json")
         client.set_tag(parent_run_id, "best_trial", summary["best"]["trial_id"])
         log_bytes(client, parent_run_id, _curves_plot(results, summary["ranked"][:3], primary),
@@ -237,7 +263,9 @@ def write_sweep_report(client, parent_run_id: str, results, space, settings, ver
         "work_seconds": work["total_done"]["seconds"], "work_generator_steps": work["total_done"]["generator_steps"],
         "work_critic_steps": work["total_done"]["critic_steps"],
         "saved_fraction_seconds": work["saved_fraction"]["seconds"],
-        "saved_fraction_critic_steps": work["saved_fraction"]["critic_steps"]}, step=0)
+        "saved_fraction_critic_steps": work["saved_fraction"]["critic_steps"],
+        **({f"confirmed_{k}": confirmation["table"][0][k] for k in ("mean", "ci_low", "ci_high")}
+           if confirmation and "best" in confirmation else {})}, step=0)
     log_bytes(client, parent_run_id, json.dumps(summary, indent=1, default=str).encode(), f"{REPORT_DIR}/summary.json")
     summary["report"] = f"{client.get_run(parent_run_id).info.artifact_uri}/{REPORT_DIR}"
     return summary

@@ -37,8 +37,11 @@ class SettingsError(ValueError):
     """A flag's value cannot work; the message names the flag and what is allowed."""
 
     def __init__(self, flag: str, value: Any, allowed: str):
-        self.flag = flag
+        self.flag, self.value, self.allowed = flag, value, allowed
         super().__init__(f"--{flag.replace('_', '-')} = {value!r} is invalid: allowed {allowed}")
+
+    def __reduce__(self):
+        return type(self), (self.flag, self.value, self.allowed)
 
 
 @dataclass

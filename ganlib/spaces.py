@@ -60,8 +60,11 @@ class SpaceError(ValueError):
     """A search-space file is invalid; the message names the file, the key and what is allowed."""
 
     def __init__(self, path: Path | str, key: str, problem: str):
-        self.path, self.key = str(path), key
+        self.path, self.key, self.problem = str(path), key, problem
         super().__init__(f"search space {path}: {key}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.key, self.problem)
 
 
 def _is_number(value: Any) -> bool:

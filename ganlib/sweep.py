@@ -121,11 +121,34 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         cluster.close()
 
 
-def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, search_alg=None, num_samples: int = 0):
+    """One Tune run of the sweep (the search, or the confirmation stage): restored when the sweep
+    resumes and Tune has its state, else new. Errored trials stay errored on a resume (their
+    failure is a result), interrupted ones continue."""
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
-    from .report import optuna_record, trial_id_of_result, write_sweep_report
+
+    path = f"{settings.storage_path.rstrip('/')}/{name}"
+    if settings.resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
+                                  param_space=param_space).fit()
+    scheduler = plan.scheduler if plan else None
+    tune_config = tune.TuneConfig(
+        metric=plan.metric if plan else "objective", mode="min", search_alg=plan.search_alg if plan else search_alg,
+        scheduler=scheduler, num_samples=settings.num_trials if plan else num_samples,
+        max_concurrent_trials=plan.max_concurrent if plan else None,
+        reuse_actors=plan.reuse_actors if plan else True, trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=name, storage_path=settings.storage_path, stop=CollapseStopper() if settings.collapse_stop else None,
+        callbacks=[logger, *((plan.callbacks or []) if plan else [])],
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.num_to_keep if plan else 2), verbose=1)
+    return tune.Tuner(run, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+
+
+def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    from .report import build_report, optuna_record, trial_id_of_result, write_sweep_report
     from .tracking import SweepLogger, delete_orphan_runs
     from .tune import trainable
 
@@ -133,7 +156,7 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
                                        checkpoint_steps=list(plan.checkpoint_steps))
     param_space = dict(base)
     if plan.population:  # PBT: every key of a starting config exists in the param space (None: unset)
-        param_space.update({key: None for point in plan.population for key in point if key not in param_space})
+        param_space.update({k: v for k, v in _keys_of(plan.population).items() if k not in param_space})
     tags = {"sweep_name": settings.name, "primary_metric": prepared.primary,
             "feature_extractor": prepared.feature_extractor}
     real_points = data.heldout[:2000].numpy() if data.sample_shape == (2,) else None
@@ -144,35 +167,86 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     started = time.time()
-    if settings.resume:
-        tuner = tune.Tuner.restore(settings.experiment_path, run, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space)
-    else:
-        tuner = tune.Tuner(run, param_space=param_space, tune_config=tune.TuneConfig(
-            metric=plan.metric, mode=plan.mode, search_alg=plan.search_alg, scheduler=plan.scheduler,
-            num_samples=settings.num_trials, max_concurrent_trials=plan.max_concurrent, reuse_actors=plan.reuse_actors,
-            trial_dirname_creator=trial_dirname), run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path,
-            stop=CollapseStopper() if settings.collapse_stop else None,
-            callbacks=[logger, *(plan.callbacks or [])],
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.num_to_keep), verbose=1))
-    results = tuner.fit()
+    results = _tune_run(settings, settings.name, run, param_space, logger, plan=plan)
     live = SweepLogger.live(parent_run_id) or logger  # a restored sweep ran the logger pickled with it
     undelivered = live.close()
     if settings.resume:
-        delete_orphan_runs(client, experiment_id, parent_run_id, {trial_id_of_result(r) for r in results})
-    summary = write_sweep_report(client, parent_run_id, results, space, settings, live.verdicts, prepared.primary,
-                                 plan.description, optuna_record(settings.experiment_path))
+        delete_orphan_runs(client, experiment_id, parent_run_id, {trial_id_of_result(r) for r in results},
+                           stage="search")
+    built = build_report(results, space, settings, live.verdicts, prepared.primary, plan.description)
+    summary = built["summary"]
+    if summary["by_status"].get("interrupted"):
+        summary.update(seconds=time.time() - started, parent_run_id=parent_run_id, experiment_id=experiment_id,
+                       report=None, undelivered=undelivered)
+        raise SweepInterrupted(summary)
+    confirmation = None
+    if settings.confirm_top and "best" in summary:
+        confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, run, client,
+                                                          experiment_id, parent_run_id, logger)
+        undelivered += more
+        if any(r["status"] == "interrupted" for r in confirm_rows):
+            summary.update(seconds=time.time() - started, parent_run_id=parent_run_id, experiment_id=experiment_id,
+                           report=None, undelivered=undelivered)
+            raise SweepInterrupted(summary)
+    summary = write_sweep_report(client, parent_run_id, built, results, space, optuna_record(settings.experiment_path),
+                                 confirmation)
     summary.update(seconds=time.time() - started, undelivered=undelivered, parent_run_id=parent_run_id,
                    experiment_id=experiment_id)
-    if summary["by_status"].get("interrupted"):
-        raise SweepInterrupted(summary)
     if summary["trials"] and summary["by_status"].get("error", 0) == summary["trials"]:
         _end_parent(client, parent_run_id, "failed", "every trial errored")
         raise SweepFailed(summary)
     _end_parent(client, parent_run_id, "finished", "")
     return summary
+
+
+def _keys_of(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """A param space holding every key of ``points``, nested ones too: Tune's generator only
+    fills in keys the space has (None is GanConfig's "unset")."""
+    out: dict[str, Any] = {}
+    for point in points:
+        for key, value in point.items():
+            out[key] = {**out.get(key, {}), **_keys_of([value])} if isinstance(value, dict) else None
+    return out
+
+
+def _confirm_stage(settings, prepared, plan, built, results, run, client, experiment_id: str, parent_run_id: str,
+                   search_logger) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str]]:
+    """The K best distinct healthy configurations, trained again on fresh seeds (``confirm.py``)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from .confirm import confirmation_configs, confirms, identity, pick_candidates, seeds_for, summarize
+    from .report import trial_id_of_result
+    from .tracking import SweepLogger, delete_orphan_runs, trial_status
+
+    configs_by_trial = {trial_id_of_result(r): dict(r.config or {}) for r in results}
+    candidates = pick_candidates(built["rows"], configs_by_trial, settings.confirm_top)
+    configs = confirmation_configs(candidates, seeds_for(settings.seed, settings.confirm_seeds),
+                                   settings.eval_samples, plan.checkpoint_every if not plan.population
+                                   else settings.eval_every * max(1, settings.steps // 5 // settings.eval_every))
+    name = f"{settings.name}-confirm"
+    logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps,
+                         search_logger.searched, search_logger.tags, False, search_logger.real_points,
+                         stage="confirm", confirms=confirms(candidates))
+    param_space = _keys_of(configs)
+    search = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=settings.max_concurrent or 0)
+    confirm_results = _tune_run(settings, name, run, param_space, logger, search_alg=search, num_samples=len(configs))
+    live = SweepLogger.live(f"{parent_run_id}/confirm") or logger
+    undelivered = live.close()
+    if settings.resume:
+        delete_orphan_runs(client, experiment_id, parent_run_id, {trial_id_of_result(r) for r in confirm_results},
+                           stage="confirm")
+    rows = []
+    for result in confirm_results:
+        last = result.metrics or {}
+        status, _ = live.verdicts.get(trial_id_of_result(result)) or trial_status(last, settings.steps,
+                                                                                  result.error is not None)
+        finals = {k: float(v) for k, v in last.items() if k.startswith("final_") and isinstance(v, (int, float))}
+        rows.append({"trial_id": trial_id_of_result(result), "identity": identity(result.config or {}),
+                     "seed": (result.config or {}).get("seed"), "status": status,
+                     "score": float(last.get("score", float("nan"))), **finals})
+    confirmation = summarize(rows, candidates, prepared.primary)
+    confirmation["runs"] = rows
+    return confirmation, rows, undelivered
 
 
 def _end_parent(client, run_id: str, state: str, reason: str) -> None:
@@ -201,6 +275,10 @@ def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: s
     lines = [f"\nSweep {settings.name!r} {headline} in {summary['seconds']:.0f} s: {summary['trials']} trials "
              f"({counts})", f"Schedule: {summary['schedule']}"]
     best = summary.get("best")
+    if summary.get("confirmation"):
+        from .confirm import describe
+
+        lines.append(describe(summary["confirmation"]))
     if best:
         searched = {k: v for k, v in best["config"].items() if k in summary["searched"] or k == "loss"}
         lines.append(f"Best trial {best['trial_id']} ({best['status']}): {summary['primary']} score "
@@ -217,7 +295,9 @@ def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: s
                  f"estimated {saved:.0%} of the trial time" + (f" ({by_cause})" if by_cause else ""))
     how, (runs_url, parent_url) = ui_links(settings, summary["experiment_id"], summary["parent_run_id"])
     lines += [f"MLflow experiment {settings.experiment!r} ({how}):", f"  training runs: {runs_url}",
-              f"  this sweep:    {parent_url}", f"Report: {summary['report']}"]
+              f"  this sweep:    {parent_url}"]
+    if summary.get("report"):
+        lines.append(f"Report: {summary['report']}/index.html")
     if summary.get("undelivered"):
         lines.append(f"MLflow: {len(summary['undelivered'])} calls could not be delivered "
                      f"({', '.join(sorted(set(summary['undelivered'])))}); Tune's results under "

@@ -139,13 +139,13 @@ def trial_status(last: dict[str, Any] | None, steps: int, errored: bool, finishe
     return "stopped_early", f"stopped by the scheduler at step {step} of {steps}"
 
 
-def delete_orphan_runs(client, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> int:
+def delete_orphan_runs(client, experiment_id: str, parent_run_id: str, trial_ids: set[str], stage: str) -> int:
     """Child runs of no trial of the sweep: a driver killed after creating a trial but before
     Tune saved it leaves a run whose trial the resumed sweep creates again under a new id (with
     the same config: the searcher's state was saved with the experiment). Deleted (MLflow's
     soft delete), so every trial has exactly one child run."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=5000)
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.stage = '{stage}'"), max_results=5000)
     orphans = [r for r in runs if r.data.tags.get(TRIAL_ID_TAG) not in trial_ids]
     for run in orphans:
         client.delete_run(run.info.run_id)
@@ -238,10 +238,11 @@ class SweepLogger(Callback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, steps: int,
                  searched: tuple[str, ...], tags: dict[str, str], log_hparams: bool,
-                 real_points=None, stage: str = "search"):
+                 real_points=None, stage: str = "search", confirms: dict[str, str] | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.steps, self.searched, self.tags, self.log_hparams = steps, tuple(searched), dict(tags), log_hparams
         self.real_points, self.stage = real_points, stage
+        self.confirms = dict(confirms or {})  # confirmation stage: config identity -> search trial it confirms
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -254,22 +255,27 @@ class SweepLogger(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
-                "real_points", "stage")
+                "real_points", "stage", "confirms")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_runtime()
 
+    @property
+    def key(self) -> str:
+        return self.parent_run_id if self.stage == "search" else f"{self.parent_run_id}/{self.stage}"
+
     @staticmethod
-    def live(parent_run_id: str) -> SweepLogger | None:
-        return _LIVE.get(parent_run_id)
+    def live(key: str) -> SweepLogger | None:
+        """The logger Tune ran for this parent run (``<parent>/confirm`` for the confirmation stage)."""
+        return _LIVE.get(key)
 
     # -- Tune's hooks (driver thread: only queue work here) --------------------------------------
     def setup(self, **info) -> None:
         if self.queue is None:
             self.queue = TrackingQueue(self.tracking_uri)
-        _LIVE[self.parent_run_id] = self
+        _LIVE[self.key] = self
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
@@ -322,9 +328,15 @@ class SweepLogger(Callback):
         run_id = find_trial_run(client, self.experiment_id, self.parent_run_id, trial_id)
         if run_id is None:
             public = _public(config)
-            run = client.create_run(self.experiment_id, run_name=run_name(public, self.searched), tags={
-                PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial", "stage": self.stage,
-                "status": "running", "family": family(public), **self.tags})
+            name = run_name(public, self.searched)
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial",
+                    "stage": self.stage, "status": "running", "family": family(public), **self.tags}
+            if self.stage == "confirm":
+                from .confirm import identity
+
+                tags["confirms"] = self.confirms.get(identity(public), "")
+                name = f"confirm {name} seed={public.get('seed')}"
+            run = client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             log_params(client, run_id, resolved_params(public))
             self.last_step[trial_id] = 0

@@ -75,6 +75,8 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
         metrics = evaluate({"step": step, "critic_steps": trainer.critic_steps, **means.pop(),
                             "samples_per_s": throughput.rate(), **live})
         stop = cfg.stop_on_collapse and metrics["status"] != OK
+        if cfg.final_eval_samples and (stop or step == cfg.steps):
+            metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
         save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or stop
         for observe in observers:
             observe(trainer, metrics, evaluate)

@@ -159,10 +159,10 @@ class Trainer:
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, chunk: int = 4096) -> Tensor:
-        """n generated samples from the fixed evaluation noise, on the CPU. Uses its own
-        generator, so evaluating never shifts the training stream."""
-        eval_rng = torch.Generator(self.device).manual_seed(EVAL_NOISE_SEED)
+    def sample(self, n: int, chunk: int = 4096, seed: int = EVAL_NOISE_SEED) -> Tensor:
+        """n generated samples from fixed noise (the evaluation noise unless ``seed`` says
+        otherwise), on the CPU. Uses its own generator: sampling never shifts the training stream."""
+        eval_rng = torch.Generator(self.device).manual_seed(seed)
         was_training = self.generator.training
         self.generator.eval()
         try:

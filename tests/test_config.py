@@ -129,3 +129,18 @@ def test_command_line_rejects_bad_values_before_writing_anything(tmp_path):
     assert proc.returncode == 2
     assert "config field 'clip' = -1.0" in proc.stderr and "> 0" in proc.stderr
     assert not out.exists()
+
+
+def test_errors_survive_copy_and_pickle():
+    # Ray copies a trial's exception to report it: one that cannot be copied hides the real error.
+    import copy
+    import pickle
+
+    from ganlib.settings import SettingsError
+    from ganlib.spaces import SpaceError
+
+    for err in (ConfigError("clip", -1.0, "a finite number > 0"), SettingsError("steps", 0, "an integer >= 1"),
+                SpaceError("x.yaml", "params.clip", "bad")):
+        for clone in (copy.copy(err), pickle.loads(pickle.dumps(err))):
+            assert type(clone) is type(err) and str(clone) == str(err)
+    assert GanConfig.create(checkpoint_steps=None).checkpoint_steps == ()

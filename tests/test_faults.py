@@ -348,7 +348,8 @@ def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(t
 
     with ray_head(tmp_path) as (dashboard, _, env):
         argv = sweep_argv(tmp_path, "workers", "--num-trials", "4", "--steps", "3000", "--eval-every", "50",
-                          "--scheduler", "none", "--max-failures", "5", "--ray-address", env["RAY_ADDRESS"])
+                          "--scheduler", "none", "--no-collapse-stop", "--max-failures", "5",
+                          "--ray-address", env["RAY_ADDRESS"])
         log = tmp_path / "sweep.log"  # a pipe nobody reads would fill up and block the sweep
         proc = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
         rng, kills = random.Random(0), []
@@ -364,7 +365,7 @@ def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(t
         assert proc.returncode == 0, log.read_text()[-4000:]
     assert len(kills) == 5
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "workers")
-    assert len(children) == 4 and {c.data.tags["status"] for c in children} == {"completed"}
+    assert len(children) == 4 and "error" not in {c.data.tags["status"] for c in children}
     assert_one_value_per_step(client, children)
     for child in children:  # every run reaches the budget with every evaluation step, once
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss_d"))

@@ -1,0 +1,87 @@
+"""The confirmation stage: the best configurations trained again on fresh seeds, ranked by their
+mean over seeds with an interval; a configuration that won the search by luck is not named best."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from ganlib.confirm import Candidate, confirmation_configs, identity, interval, pick_candidates, seeds_for, summarize
+from ganlib.settings import SweepSettings
+from ganlib.sweep import run_sweep
+
+
+def test_the_interval_is_students_t():
+    values = [0.40, 0.45, 0.43]
+    mean, sd, low, high = interval(values)
+    half = stats.t.ppf(0.975, 2) * stats.tstd(values) / math.sqrt(3)
+    assert (mean, sd) == pytest.approx((0.4266667, stats.tstd(values)))
+    assert (low, high) == pytest.approx((mean - half, mean + half))
+    assert math.isnan(interval([0.4])[2])
+
+
+def _candidate(name, lr, score):
+    return Candidate(name, {"loss": "wgan", "lr_d": lr, "seed": 0}, score)
+
+
+def test_a_configuration_that_won_the_search_by_luck_is_not_named_best():
+    lucky, steady, broken = _candidate("lucky", 1e-3, 0.30), _candidate("steady", 2e-3, 0.38), \
+        _candidate("broken", 3e-3, 0.35)
+    runs = [{"identity": identity(lucky.config), "status": "completed", "score": s, "final_w1": s}
+            for s in (0.52, 0.49, 0.55)]
+    runs += [{"identity": identity(steady.config), "status": "completed", "score": s, "final_w1": s}
+             for s in (0.40, 0.41, 0.39)]
+    runs += [{"identity": identity(broken.config), "status": st, "score": s, "final_w1": s}
+             for st, s in (("completed", 0.20), ("collapsed", 1e4), ("completed", 0.21))]
+    out = summarize(runs, [lucky, steady, broken], "w1")
+    assert [t["trial_id"] for t in out["table"]] == ["steady", "lucky", "broken"]  # failures rank last
+    assert out["best"] == "steady" and out["runner_up"] == "lucky"
+    assert out["distinguishable"] and out["welch_p"] < 0.05
+    assert out["table"][2]["failed"] == 1 and out["table"][2]["scores"] == [0.20, 0.21]
+    close = summarize(runs[:3] + [{**r, "score": r["score"] + 0.12} for r in runs[3:6]], [lucky, steady], "w1")
+    assert not close["distinguishable"]  # overlapping intervals are said to be so
+
+
+def test_candidates_are_distinct_healthy_configurations_with_fresh_seeds():
+    rows = [{"trial_id": t, "status": st, "best_score": s} for t, st, s in (
+        ("a", "completed", 0.3), ("a2", "completed", 0.31), ("b", "collapsed", 0.1), ("c", "stalled", 0.5))]
+    configs = {"a": {"lr_d": 1e-3, "seed": 0, "steps": 10}, "a2": {"lr_d": 1e-3, "seed": 0, "steps": 10},
+               "b": {"lr_d": 2e-3, "seed": 0}, "c": {"lr_d": 3e-3, "seed": 0}}
+    picked = pick_candidates(rows, configs, top=3)
+    assert [c.trial_id for c in picked] == ["a", "c"]  # a2 repeats a; b collapsed
+    seeds = seeds_for(0, 3)
+    made = confirmation_configs(picked, seeds, eval_samples=512, checkpoint_every=100)
+    assert len(made) == 6 and {m["seed"] for m in made} == set(seeds) and not set(seeds) & {0}
+    assert all(m["final_eval_samples"] == 8 * 512 and m["collapse"]["stall_patience"] == 0 for m in made)
+
+
+def test_a_sweep_confirms_its_best_configurations(local_ray, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    settings = SweepSettings(space="wgan_gp_lambda", preset="smoke", num_trials=4, steps=40, eval_every=10,
+                             scheduler="none", max_concurrent=2, confirm_top=2, confirm_seeds=2, name="c",
+                             tracking_uri=f"sqlite:///{tmp_path}/m.db", storage_path=str(tmp_path / "ray"),
+                             device="cpu")
+    summary = run_sweep(settings)
+    confirmation = summary["confirmation"]
+    assert len(confirmation["table"]) == 2 and all(t["seeds"] == 2 for t in confirmation["table"])
+    for t in confirmation["table"]:
+        assert t["ci_low"] <= t["mean"] <= t["ci_high"] and len(t["scores"]) + t["failed"] == 2
+        assert math.isfinite(t["final_w1_mean"])
+    means = [t["mean"] for t in confirmation["table"]]
+    assert means == sorted(means) and confirmation["best"] == confirmation["table"][0]["trial_id"]
+    client = MlflowClient(settings.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(settings.experiment).experiment_id],
+                              filter_string="tags.stage = 'confirm'")
+    assert len(runs) == 4
+    confirmed = {t["trial_id"] for t in confirmation["table"]}
+    for run in runs:
+        assert run.data.tags["confirms"] in confirmed and run.info.run_name.startswith("confirm wgan_gp ")
+        assert run.data.metrics["final_w1"] > 0 and int(run.data.params["seed"]) >= 1_000_000
+        assert int(run.data.params["final_eval_samples"]) == 8 * 512
+    parent = summary["parent_run_id"]
+    best = json.loads(Path(client.download_artifacts(parent, "report/best_config.json")).read_text())
+    assert best["confirmed"]["trial_id"] == confirmation["best"] and "distinguishable_from_runner_up" in best
+    assert client.get_run(parent).data.metrics["confirmed_mean"] == pytest.approx(means[0])
