@@ -1,67 +1,86 @@
-"""Evaluation cost as a fraction of training time, at a given evaluation cadence.
+"""Evaluation cost as a share of a trial's time, at the sweep's default cadence.
 
-    python bench/eval_cost.py            # the configurations below, 3 rounds each
-    python bench/eval_cost.py --rounds 5
+    python bench/eval_cost.py                  # every shipped space x ring8, grid25, digits (~15 min)
+    python bench/eval_cost.py --steps 1000 --datasets ring8
 
-For each configuration, one round trains ``eval_every`` generator steps and then runs one
-evaluation (every metric of ganlib.evaluate plus the collapse verdict), timing both, side by
-side in the same process. The figure that matters is the ratio eval / train: the share of a
-trial's time spent measuring instead of training. Round 1 is a warm-up (it builds the cached
-real statistics) and is left out of the median.
+For each shipped search space, its first start point (the paper's settings) is trained for a
+whole `default`-preset trial (2,000 generator steps, the preset's width for the model kind) on
+each dataset, evaluating as a sweep trial does: a light evaluation every 100 steps (the critic's
+reading, modes, sliced W1, FID features, diversity, the collapse rules) and a scored one every
+500 steps, at the ASHA rungs (500, 1,000) and at the end (exact W1 on 2-D data, KID on images, the
+score). Training and evaluation are timed side by side in one process; the share printed is
+evaluation time over the trial's total (training + evaluation).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
+from ganlib.config import GanConfig
 from ganlib.evaluate import Evaluator
+from ganlib.plan import asha_rungs
+from ganlib.settings import PRESETS
+from ganlib.spaces import available, load_space
 from ganlib.trainer import Trainer
 
-CONFIGS = {
-    # the sweep's `default` preset on ring8 (MLP width 128, batch 64): WGAN with clipping (paper
-    # defaults, the cheapest training there is, so the worst case) and WGAN-GP
-    "ring8 wgan, default preset": dict(dataset="ring8", loss="wgan", width=128, eval_every=100, eval_samples=1024),
-    "ring8 wgan_gp, default preset": dict(dataset="ring8", loss="wgan_gp", width=128, eval_every=100,
-                                          eval_samples=1024),
-    # GanConfig's own defaults (eval_every 100, eval_samples 1024)
-    "ring8 wgan_gp, GanConfig defaults": dict(dataset="ring8", loss="wgan_gp"),
-    # images: DCGAN on 8x8 digits, FID/KID in the digits CNN's features
-    "digits wgan_gp, GanConfig defaults": dict(dataset="digits", loss="wgan_gp"),
-}
+DATASETS = ("ring8", "grid25", "digits")
 
 
-def measure(config: dict, rounds: int) -> tuple[float, float]:
-    trainer = Trainer(dict(config, device="cpu", steps=10**9))
-    evaluate = Evaluator(trainer)
-    train_s, eval_s = [], []
-    for _ in range(rounds + 1):
+def trial_config(space_name: str, dataset: str, steps: int) -> dict:
+    space, preset = load_space(space_name), PRESETS["default"]
+    start = space.to_config(space.start_points()[0])
+    model_kind = "dcgan" if dataset == "digits" else "mlp"
+    width = preset["width"][model_kind]
+    return {**space.fixed, **start, "dataset": dataset, "steps": steps, "eval_every": preset["eval_every"],
+            "score_every": preset["score_every"], "eval_samples": preset["eval_samples"], "device": "cpu",
+            "checkpoint_steps": asha_rungs(steps // 4, steps, 2), **({"width": width} if width else {})}
+
+
+def measure(config: dict) -> tuple[float, float, int, int]:
+    """(training seconds, evaluation seconds, light evaluations, scored evaluations) of one trial."""
+    cfg = GanConfig.from_dict(config)
+    trainer = Trainer(cfg)
+    evaluate = Evaluator(trainer)  # built once per trial, as in a sweep (real statistics cached per process)
+    train_s = eval_s = 0.0
+    light = scored = 0
+    for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
-        for _ in range(trainer.cfg.eval_every):
-            stats = trainer.train_step()
-        stats.loss_d.item()  # wait for the last step (no-op on the CPU)
+        stats = trainer.train_step()
+        if step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps:
+            train_s += time.perf_counter() - start
+            continue
+        stats.loss_d.item()  # the step is done (a no-op on the CPU)
         middle = time.perf_counter()
-        evaluate({"step": trainer.step})
+        is_scored = evaluate.is_scored(step)
+        evaluate({"step": step}, scored=is_scored)
         end = time.perf_counter()
-        train_s.append(middle - start)
-        eval_s.append(end - middle)
-    return statistics.median(train_s[1:]), statistics.median(eval_s[1:])
+        train_s += middle - start
+        eval_s += end - middle
+        scored, light = scored + is_scored, light + (not is_scored)
+    return train_s, eval_s, light, scored
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=PRESETS["default"]["steps"])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--spaces", nargs="+", default=available())
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    print(f"{'configuration':38} {'eval_every':>10} {'train s':>8} {'eval s':>7} {'eval/train':>10}")
-    for name, config in CONFIGS.items():
-        train_s, eval_s = measure(config, args.rounds)
-        every = Trainer(dict(config, device="cpu")).cfg.eval_every
-        print(f"{name:38} {every:>10} {train_s:>8.2f} {eval_s:>7.3f} {eval_s / train_s:>10.1%}", flush=True)
+    torch.set_num_threads(1)  # a sweep trial gets one CPU (Ray sets OMP_NUM_THREADS=1)
+    print(f"torch {torch.__version__}, 1 thread, CPU; {args.steps} steps per trial, default preset cadence")
+    print(f"{'space':18} {'dataset':8} {'train s':>8} {'eval s':>7} {'evals':>9} {'eval share':>10}")
+    worst = 0.0
+    for space in args.spaces:
+        for dataset in args.datasets:
+            train_s, eval_s, light, scored = measure(trial_config(space, dataset, args.steps))
+            share = eval_s / (train_s + eval_s)
+            worst = max(worst, share)
+            print(f"{space:18} {dataset:8} {train_s:>8.1f} {eval_s:>7.2f} {light:>4}+{scored:<4} {share:>10.1%}",
+                  flush=True)
+    print(f"largest evaluation share: {worst:.1%}")
 
 
 if __name__ == "__main__":

@@ -404,3 +404,27 @@ def test_a_tracking_server_outage_of_60_s_loses_nothing(tmp_path):
             assert steps == list(range(50, 3001, 50)), child.info.run_name
             assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint", "samples"}
         assert "could not be delivered" not in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_sweep_interrupted_and_resume_finishes_it(tmp_path):
+    flags = ["--num-trials", "3", "--steps", "600", "--eval-every", "20", "--max-concurrent", "1",
+             "--scheduler", "none"]
+    log = tmp_path / "sweep.log"
+    proc = subprocess.Popen(sweep_argv(tmp_path, "ctrl-c", *flags), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: results_logged(tmp_path, "ctrl-c") >= 5, 240, "the first results", proc)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert proc.wait(120) == 130, log.read_text()[-3000:]
+    assert "--resume --name ctrl-c" in log.read_text()
+    client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "ctrl-c")
+    assert parent.info.status == "KILLED" and parent.data.tags["sweep_state"] == "interrupted"
+    statuses = {c.data.tags["status"] for c in children}
+    assert "interrupted" in statuses and "running" not in statuses
+    wait_for(lambda: not sweep_processes(), 30, "the private cluster's processes to end")
+    resumed = subprocess.run(sweep_argv(tmp_path, "ctrl-c", *flags, "--resume"), capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "ctrl-c")
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert "interrupted" not in {c.data.tags["status"] for c in children}
+    assert_one_value_per_step(client, children)

@@ -1,0 +1,296 @@
+"""Cohorts: K configurations of one structure trained together as stacked networks.
+
+Sweeps of GANs are sweeps of small models, whose steps on a CPU (or a GPU) are dominated by
+framework overhead. A cohort trains K members that share their structure (dataset, model, widths
+and norms, batch size, optimizer type, n_critic, loss and constraint) in one process: each
+network's parameters are stacked along a leading member axis and run through
+``torch.func.vmap(functional_call(...))``, so one kernel serves K members. Everything that may
+differ between members is a tensor over that axis: learning rates, betas, momentum, the clip
+value, lambda; so are the seeds (each member keeps its own data and noise generators; members of
+one seed share one batch, as their solo runs would see the same one).
+
+Each member's trajectory equals its configuration trained alone by ``Trainer`` (same seed, data
+and noise streams) to float tolerance: the losses are computed per member (vmapped), the
+gradients of different members never mix (their parameters are disjoint slices), and the
+stacked optimizers apply torch.optim's update formulas with per-member hyperparameters
+(``tests/test_cohort.py`` checks them member by member against ``torch.optim``).
+
+Spectral normalisation is not supported (torch 2.14 has no batching rule for its
+parametrisation); batch norm is (its running statistics are stacked buffers).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .config import GanConfig
+from .data import Dataset
+from .losses import LOSSES
+from .trainer import Trainer
+
+# What members of one cohort must share: it decides the shapes and the computation.
+SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth", "z_dim", "d_norm", "g_norm",
+          "batch_size", "optimizer", "n_critic", "steps", "eval_every", "score_every", "eval_samples", "device")
+
+
+class CohortError(ValueError):
+    """The members cannot be trained as one cohort; the message says which field differs."""
+
+
+def check_members(configs: list[GanConfig]) -> None:
+    first = configs[0]
+    for i, cfg in enumerate(configs[1:], start=1):
+        for name in SHARED:
+            if getattr(cfg, name) != getattr(first, name):
+                raise CohortError(f"cohort member {i} differs from member 0 in {name!r} ({getattr(cfg, name)!r} vs "
+                                  f"{getattr(first, name)!r}): members share "
+                                  + ", ".join(SHARED))
+    if first.d_norm == "spectral":
+        raise CohortError("d_norm 'spectral' cannot be trained in a cohort: torch 2.14's vmap has no batching rule "
+                          "for the spectral-norm parametrisation")
+
+
+def _view(values: list[float], like: Tensor) -> Tensor:
+    """Per-member scalars as a [K, 1, ...] tensor that broadcasts over a stacked parameter."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedNetwork:
+    """K networks of one structure: parameters and buffers stacked on a leading member axis."""
+
+    def __init__(self, modules: list[nn.Module]):
+        params, buffers = stack_module_state(modules)
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self.base = copy.deepcopy(modules[0]).to("meta")  # the structure; the tensors are ours
+        self.training = True
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def __call__(self, x: Tensor, shared: bool = False) -> Tensor:
+        """``x``: [K, B, ...] per member, or [B, ...] the same for all (``shared``)."""
+        self.base.train(self.training)
+
+        def one(params, buffers, xi):
+            return functional_call(self.base, (params, buffers), (xi,))
+
+        return vmap(one, in_dims=(0, 0, None if shared else 0), randomness="error")(self.params, self.buffers, x)
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.params.values())
+
+    def requires_grad_(self, flag: bool) -> None:
+        for p in self.params.values():
+            p.requires_grad_(flag)
+
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member ``k`` as an ordinary state dict (for its checkpoint or a solo module)."""
+        return {name: t[k].detach().clone() for name, t in {**self.params, **self.buffers}.items()}
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the members at ``index`` (a member that stopped costs nothing more)."""
+        self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
+
+
+class StackedOptimizer:
+    """torch.optim's Adam, RMSprop or SGD update, with hyperparameters per member (lr, betas,
+    momentum), on stacked parameters. Defaults as torch's: eps 1e-8, RMSprop alpha 0.99, no
+    weight decay, no AMSGrad, no Nesterov, no dampening."""
+
+    def __init__(self, kind: str, params: list[Tensor], members: list[dict[str, float]]):
+        self.kind, self.params = kind, params
+        self.members = [dict(m) for m in members]
+        self.state: list[dict[str, Tensor]] = [{} for _ in params]
+        self.steps = 0
+
+    def _h(self, name: str, like: Tensor) -> Tensor:
+        return _view([m[name] for m in self.members], like)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        for p, state in zip(self.params, self.state, strict=True):
+            g = p.grad
+            if g is None:
+                continue
+            lr = self._h("lr", p)
+            if self.kind == "adam":
+                b1, b2 = self._h("beta1", p), self._h("beta2", p)
+                m = state.setdefault("exp_avg", torch.zeros_like(p))
+                v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+                m.mul_(b1).add_((1 - b1) * g)
+                v.mul_(b2).add_((1 - b2) * g * g)
+                bias1, bias2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
+                denom = (v.sqrt() / bias2.sqrt()).add_(1e-8)
+                p.sub_(lr / bias1 * m / denom)
+            elif self.kind == "rmsprop":
+                sq = state.setdefault("square_avg", torch.zeros_like(p))
+                sq.mul_(0.99).add_(0.01 * g * g)
+                p.sub_(lr * g / sq.sqrt().add_(1e-8))
+            else:  # sgd
+                momentum = self._h("momentum", p)
+                buf = state.get("momentum_buffer")
+                buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
+                state["momentum_buffer"] = buf
+                p.sub_(lr * buf)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def keep(self, index: Tensor, params: list[Tensor]) -> None:
+        self.params = params
+        self.members = [self.members[i] for i in index.tolist()]
+        self.state = [{k: v[index].clone() for k, v in s.items()} for s in self.state]
+
+
+def _hparams(cfg: GanConfig, which: str) -> dict[str, float]:
+    lr = cfg.lr_g if which == "g" else cfg.lr_d
+    return {"lr": lr, "beta1": cfg.beta1 or 0.0, "beta2": cfg.beta2 or 0.0, "momentum": cfg.momentum or 0.0}
+
+
+class CohortTrainer:
+    """K ``Trainer``s' worth of training in stacked networks. ``train_step`` runs one generator
+    iteration of every active member; ``stop(k)`` drops member k; ``member_trainer(k)`` gives a
+    solo ``Trainer`` holding member k's current state (for its evaluation and its checkpoint)."""
+
+    def __init__(self, configs: list[GanConfig | dict[str, Any]], data: Dataset | None = None):
+        solos = [Trainer(c, data) for c in configs]  # each member's init, RNG streams and resolved config
+        check_members([t.cfg for t in solos])
+        self.solos = solos
+        self.data, self.device = solos[0].data, solos[0].device
+        self.cfg0 = solos[0].cfg
+        self.loss = LOSSES[self.cfg0.loss]
+        self.active = list(range(len(solos)))  # member indices still training
+        self.generator = StackedNetwork([t.generator for t in solos])
+        self.critic = StackedNetwork([t.critic for t in solos])
+        self.opt_g = StackedOptimizer(self.cfg0.optimizer, self.generator.parameters(),
+                                      [_hparams(t.cfg, "g") for t in solos])
+        self.opt_d = StackedOptimizer(self.cfg0.optimizer, self.critic.parameters(),
+                                      [_hparams(t.cfg, "d") for t in solos])
+        self.step = 0
+
+    # -- per-member values --------------------------------------------------------------------------
+    def _members(self) -> list[Trainer]:
+        return [self.solos[k] for k in self.active]
+
+    def _shared_stream(self) -> bool:
+        """Members of one seed see one batch and one noise draw (their solo runs would)."""
+        seeds = {t.cfg.seed for t in self._members()}
+        return len(seeds) == 1
+
+    def _real(self) -> tuple[Tensor, bool]:
+        members, bs = self._members(), self.cfg0.batch_size
+        if self._shared_stream():
+            batch = self.data.sample(bs, members[0].data_rng)
+            for t in members[1:]:
+                t.data_rng.set_state(members[0].data_rng.get_state())
+            return batch.to(self.device), True
+        return torch.stack([self.data.sample(bs, t.data_rng) for t in members]).to(self.device), False
+
+    def _draw(self, fn) -> tuple[Tensor, bool]:
+        """A draw from every member's noise generator (once when they share a seed)."""
+        members = self._members()
+        if self._shared_stream():
+            out = fn(members[0].noise_rng)
+            for t in members[1:]:
+                t.noise_rng.set_state(members[0].noise_rng.get_state())
+            return out, True
+        return torch.stack([fn(t.noise_rng) for t in members]), False
+
+    def _noise(self) -> tuple[Tensor, bool]:
+        bs, z = self.cfg0.batch_size, self.cfg0.z_dim
+        return self._draw(lambda g: torch.randn(bs, z, device=self.device, generator=g))
+
+    def _fakes(self, z: Tensor, shared: bool) -> Tensor:
+        return self.generator(z, shared=shared)
+
+    # -- one iteration ------------------------------------------------------------------------------
+    def critic_step(self) -> dict[str, Tensor]:
+        members = self._members()
+        real, real_shared = self._real()
+        with torch.no_grad():
+            fake = self._fakes(*self._noise())
+        real_out = self.critic(real, shared=real_shared)
+        loss = vmap(self.loss.d_loss)(real_out, self.critic(fake))  # [K]
+        total = loss
+        out = {"loss_d": loss.detach()}
+        if self.cfg0.constraint == "gp":
+            shape = (self.cfg0.batch_size,) + (1,) * (real.dim() - (1 if real_shared else 2))
+            eps, eps_shared = self._draw(lambda g: torch.rand(shape, device=self.device, dtype=real.dtype, generator=g))
+            real_k = real.expand_as(fake) if real_shared else real
+            eps_k = eps.unsqueeze(0) if eps_shared else eps
+            x_hat = (eps_k * real_k + (1 - eps_k) * fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.critic(x_hat).sum(), x_hat, create_graph=True)
+            penalty = ((grad.flatten(2).norm(2, dim=2) - 1.0) ** 2).mean(1)  # per member, per sample norms
+            lam = torch.tensor([t.cfg.gp_lambda for t in members], dtype=penalty.dtype, device=penalty.device)
+            total = loss + lam * penalty
+            out["gp"] = penalty.detach()
+        self.opt_d.zero_grad()
+        total.sum().backward()  # members' parameters are disjoint: each gets its own gradient
+        out["grad_norm_d"] = _member_norms(self.critic.parameters())
+        self.opt_d.step()
+        if self.cfg0.constraint == "clip":
+            with torch.no_grad():
+                for p in self.critic.parameters():
+                    c = _view([t.cfg.clip for t in members], p)
+                    p.clamp_(min=-c, max=c)
+        return out
+
+    def generator_step(self) -> dict[str, Tensor]:
+        self.critic.requires_grad_(False)
+        try:
+            z, shared = self._noise()
+            loss = vmap(self.loss.g_loss)(self.critic(self._fakes(z, shared)))
+            self.opt_g.zero_grad()
+            loss.sum().backward()
+        finally:
+            self.critic.requires_grad_(True)
+        norms = _member_norms(self.generator.parameters())
+        self.opt_g.step()
+        return {"loss_g": loss.detach(), "grad_norm_g": norms}
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One generator iteration of every active member; per-member statistics [K_active]."""
+        self.generator.training = self.critic.training = True
+        for _ in range(self.cfg0.n_critic):
+            stats = self.critic_step()
+        stats.update(self.generator_step())
+        self.step += 1
+        for t in self._members():
+            t.step += 1
+            t.critic_steps += self.cfg0.n_critic
+        return stats
+
+    # -- members ------------------------------------------------------------------------------------
+    def member_trainer(self, k: int) -> Trainer:
+        """Member ``k``'s solo Trainer with its current networks copied in (evaluate, checkpoint)."""
+        t, i = self.solos[k], self.active.index(k)
+        t.generator.load_state_dict(self.generator.member_state(i))
+        t.critic.load_state_dict(self.critic.member_state(i))
+        return t
+
+    def stop(self, k: int) -> None:
+        """Member ``k`` stops: its slices leave the stacks and cost nothing more."""
+        keep = torch.tensor([i for i, m in enumerate(self.active) if m != k], device=self.device)
+        self.active = [m for m in self.active if m != k]
+        if not self.active:
+            return
+        self.generator.keep(keep)
+        self.critic.keep(keep)
+        self.opt_g.keep(keep, self.generator.parameters())
+        self.opt_d.keep(keep, self.critic.parameters())
+
+
+def _member_norms(params: list[Tensor]) -> Tensor:
+    """The gradient norm of each member over all its parameters: [K]."""
+    grads = [p.grad.flatten(1) for p in params if p.grad is not None]
+    return torch.cat(grads, dim=1).norm(2, dim=1)

@@ -1,0 +1,132 @@
+"""Cohorts: every member's trajectory equals its configuration trained alone, for every loss x
+constraint x optimizer; the stacked optimizers equal torch.optim member by member."""
+
+import pytest
+import torch
+
+from ganlib.cohort import CohortError, CohortTrainer, StackedOptimizer
+from ganlib.config import CONSTRAINTS, LOSSES
+from ganlib.trainer import Trainer
+
+BASE = dict(dataset="ring8", width=16, depth=2, batch_size=32, steps=50, eval_every=10, device="cpu")
+OPTIMIZERS = {"adam": [dict(lr_d=1e-3, lr_g=2e-3, beta1=0.5, beta2=0.9), dict(lr_d=3e-4, lr_g=1e-4, beta1=0.0,
+                                                                               beta2=0.99)],
+              "rmsprop": [dict(lr_d=1e-3, lr_g=5e-4), dict(lr_d=5e-5, lr_g=2e-4)],
+              "sgd": [dict(lr_d=1e-2, lr_g=1e-2, momentum=0.9), dict(lr_d=3e-3, lr_g=5e-3, momentum=0.0)]}
+CASES = [(loss, constraint, optimizer) for loss in LOSSES for constraint in CONSTRAINTS for optimizer in OPTIMIZERS
+         if (loss, constraint) != ("wasserstein", "none")]  # needs spectral norm, which cohorts do not run
+
+
+def _members(loss, constraint, optimizer, **extra):
+    per_constraint = {"clip": [dict(clip=0.05), dict(clip=0.2)], "gp": [dict(gp_lambda=0.5), dict(gp_lambda=10.0)],
+                      "none": [{}, {}]}[constraint]
+    return [dict(BASE, loss=loss, constraint=constraint, optimizer=optimizer, **h, **c, **extra)
+            for h, c in zip(OPTIMIZERS[optimizer], per_constraint, strict=True)]
+
+
+# Float tolerance: stacked kernels sum in another order (differences ~1e-8), and Adam turns the
+# sign of a near-zero gradient into a step of up to its learning rate, so after 50 steps a weight
+# may differ by ~1e-4. A wrong per-member hyperparameter moves weights by 1e-2 and more.
+def _assert_same(cohort, solos, atol=3e-4):
+    for k, solo in enumerate(solos):
+        member = cohort.member_trainer(k)
+        for net in ("generator", "critic"):
+            mine, theirs = getattr(member, net).state_dict(), getattr(solo, net).state_dict()
+            for name in theirs:
+                torch.testing.assert_close(mine[name], theirs[name], atol=atol, rtol=1e-3, msg=f"{net}.{name}")
+
+
+@pytest.mark.parametrize("loss, constraint, optimizer", CASES)
+def test_each_member_trains_exactly_as_alone(loss, constraint, optimizer):
+    configs = _members(loss, constraint, optimizer)
+    cohort = CohortTrainer(configs)
+    solos = [Trainer(c) for c in configs]
+    for _ in range(50):
+        stats = cohort.train_step()
+        for solo in solos:
+            solo.train_step()
+    _assert_same(cohort, solos)
+    assert stats["loss_d"].shape == (2,) and torch.isfinite(stats["loss_g"]).all()
+    assert [t.step for t in cohort.solos] == [50, 50] and cohort.solos[0].critic_steps == solos[0].critic_steps
+
+
+def test_members_of_different_seeds_keep_their_own_streams():
+    configs = [dict(c, seed=s) for c, s in zip(_members("wasserstein", "gp", "adam"), (0, 7), strict=True)]
+    cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
+    for _ in range(20):
+        cohort.train_step()
+        for solo in solos:
+            solo.train_step()
+    _assert_same(cohort, solos)
+
+
+def test_dcgan_members_with_batch_norm_on_images():
+    configs = _members("non_saturating", "none", "adam", dataset="digits", width=4, g_norm="batch", d_norm="batch",
+                       depth=None)
+    cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
+    for _ in range(15):
+        cohort.train_step()
+        for solo in solos:
+            solo.train_step()
+    _assert_same(cohort, solos)  # running statistics included
+
+
+def test_a_stopped_member_leaves_and_the_rest_continue_exactly():
+    configs = _members("wasserstein", "clip", "rmsprop") + [dict(_members("wasserstein", "clip", "rmsprop")[0],
+                                                                lr_d=2e-3)]
+    cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
+    for step in range(30):
+        if step == 10:
+            cohort.stop(1)
+        cohort.train_step()
+        for k, solo in enumerate(solos):
+            if not (k == 1 and step >= 10):
+                solo.train_step()
+    assert cohort.active == [0, 2] and cohort.generator.size == 2
+    for k in (0, 2):
+        member = cohort.member_trainer(k)
+        for name, value in solos[k].generator.state_dict().items():
+            torch.testing.assert_close(member.generator.state_dict()[name], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "sgd"])
+def test_the_stacked_optimizer_is_torch_optim_member_by_member(kind):
+    torch.manual_seed(0)
+    members = [dict(lr=1e-2, beta1=0.5, beta2=0.9, momentum=0.9), dict(lr=3e-3, beta1=0.0, beta2=0.999, momentum=0.0),
+               dict(lr=1e-1, beta1=0.9, beta2=0.99, momentum=0.5)]
+    stacked = torch.randn(3, 4, 5).requires_grad_(True)
+    alone = [stacked[k].detach().clone().requires_grad_(True) for k in range(3)]
+    opt = StackedOptimizer(kind, [stacked], members)
+    refs = [{"adam": lambda p, m: torch.optim.Adam([p], lr=m["lr"], betas=(m["beta1"], m["beta2"])),
+             "rmsprop": lambda p, m: torch.optim.RMSprop([p], lr=m["lr"]),
+             "sgd": lambda p, m: torch.optim.SGD([p], lr=m["lr"], momentum=m["momentum"])}[kind](p, m)
+            for p, m in zip(alone, members, strict=True)]
+    for _ in range(25):
+        grads = torch.randn(3, 4, 5)
+        stacked.grad = grads.clone()
+        opt.step()
+        for k, (p, ref) in enumerate(zip(alone, refs, strict=True)):
+            p.grad = grads[k].clone()
+            ref.step()
+    for k in range(3):
+        torch.testing.assert_close(stacked[k].detach(), alone[k].detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_the_comparison_bites_on_a_swapped_learning_rate():
+    configs = _members("wasserstein", "gp", "adam")
+    cohort = CohortTrainer(configs)
+    solos = [Trainer(dict(configs[0], lr_d=configs[1]["lr_d"])), Trainer(configs[1])]
+    for _ in range(20):
+        cohort.train_step()
+        for solo in solos:
+            solo.train_step()
+    with pytest.raises(AssertionError):
+        _assert_same(cohort, solos)
+
+
+def test_members_that_do_not_share_structure_are_refused():
+    a, b = _members("wasserstein", "gp", "adam")
+    with pytest.raises(CohortError, match="'n_critic'"):
+        CohortTrainer([a, dict(b, n_critic=3)])
+    with pytest.raises(CohortError, match="spectral"):
+        CohortTrainer([dict(a, d_norm="spectral"), dict(b, d_norm="spectral")])
