@@ -10,6 +10,8 @@ import io
 import math
 import re
 from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -246,3 +248,62 @@ def test_a_sweep_with_no_trial_and_no_best_still_renders():
     page = render_report_page({"name": "empty", "trials": 0, "by_status": {}, "work": {}}, [], {})
     tree = Tree(page).root
     assert "No healthy trial" in page and "No trial ran" in page and not tree.find("img")
+
+
+# -- the hook in report.write_sweep_report ---------------------------------------------------------
+class RecordingClient:
+    """The MlflowClient calls write_sweep_report makes, recorded (artifacts by path)."""
+
+    def __init__(self):
+        self.artifacts: dict[str, bytes] = {}
+        self.tags: dict[str, str] = {}
+
+    def log_artifact(self, run_id, local_path, artifact_path=None):
+        name = Path(local_path).name
+        self.artifacts[f"{artifact_path}/{name}" if artifact_path else name] = Path(local_path).read_bytes()
+
+    def set_tag(self, run_id, key, value):
+        self.tags[key] = value
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        pass
+
+    def get_run(self, run_id):
+        return SimpleNamespace(info=SimpleNamespace(artifact_uri=f"mlflow-artifacts:/1/{run_id}/artifacts"))
+
+
+def fake_result(trial_id: str, config: dict, scores: list[float]):
+    import pandas as pd
+
+    steps = [10 * (i + 1) for i in range(len(scores))]
+    history = pd.DataFrame({"step": steps, "scored": [True] * len(scores), "score": scores, "w1": scores,
+                            "objective": scores})
+    metrics = {"trial_id": trial_id, "step": steps[-1], "critic_steps": 5 * steps[-1], "time_total_s": 3.0,
+               "objective": min(scores), "score": scores[-1], "w1": scores[-1]}
+    return SimpleNamespace(metrics=metrics, metrics_dataframe=history, config=config, path=f"/x/trial_{trial_id}",
+                           error=None)
+
+
+def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs():
+    from ganlib.report import write_sweep_report
+    from ganlib.settings import SweepSettings
+    from ganlib.spaces import load_space
+
+    space = load_space("wgan_clip")
+    settings = SweepSettings(space="wgan_clip", preset="smoke", name="hooked", tracking_uri="sqlite:///unused.db")
+    base = {"loss": "wgan", "n_critic": 5, "lr_g": 1e-4, "lr_d": 1e-4, "optimizer": "rmsprop"}
+    results = [fake_result("t1", {**base, "clip": 0.01}, [3.0, 2.0, 1.5, 1.4]),
+               fake_result("t2", {**base, "clip": 0.5}, [4.0, 3.5, 3.4, 3.3])]
+    client = RecordingClient()
+    summary = write_sweep_report(client, "run1", results, space, settings, {}, "w1", "no scheduler", [])
+    page = client.artifacts["report/index.html"].decode()
+    pngs = {path: data for path, data in client.artifacts.items() if path.endswith(".png")}
+    assert "report/learning_curves_best.png" in pngs and "report/w1_vs_clip.png" in pngs
+    assert len(pngs) == len(space.searched) + 1
+    tree = Tree(page).root
+    embedded = {f.attrs["data-name"]: base64.b64decode(f.find("img")[0].attrs["src"].split(",", 1)[1])
+                for f in tree.find("figure")}
+    assert embedded == {path.removeprefix("report/"): data for path, data in pngs.items()}
+    assert [tr.attrs["data-trial"] for tr in tree.find("table", id="trial-table")[0].find("tbody")[0].find("tr")] \
+        == ["t1", "t2"]
+    assert summary["best"]["trial_id"] == "t1" and "hooked" in tree.find("span", id="sweep-name")[0].text()
