@@ -299,7 +299,7 @@ def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs():
     page = client.artifacts["report/index.html"].decode()
     pngs = {path: data for path, data in client.artifacts.items() if path.endswith(".png")}
     assert "report/learning_curves_best.png" in pngs and "report/w1_vs_clip.png" in pngs
-    assert len(pngs) == len(space.searched) + 1
+    assert len(pngs) == len(summary["searched"]) + 1  # a plot per searched field, and the curves
     tree = Tree(page).root
     embedded = {f.attrs["data-name"]: base64.b64decode(f.find("img")[0].attrs["src"].split(",", 1)[1])
                 for f in tree.find("figure")}
