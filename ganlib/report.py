@@ -9,7 +9,8 @@
 * ``optuna_trials.json``: what the Optuna sampler was told, read back from the sweep's own saved
   searcher state (so it is the restored sweep's record after ``--resume``);
 * plots of the primary metric against each searched hyperparameter, and the learning curves of
-  the best trials.
+  the best trials;
+* ``index.html``: all of the above on one self-contained page (``report_page.py``).
 
 Work is counted as it was done: trial seconds, generator steps and critic steps (a generator step
 costs n_critic critic steps). What stopping saved is estimated per stopped trial as the work its
@@ -25,6 +26,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from .report_page import render_report_page
 from .tracking import log_bytes, log_metrics, trial_status
 
 REPORT_DIR = "report"
@@ -226,6 +228,12 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
     summary["optuna_trials"] = len(optuna_trials)
     if confirmation:
         summary["confirmation"] = {k: v for k, v in confirmation.items() if k != "runs"}
+        # what the report page shows: one row per confirmed configuration, its searched values
+        summary["confirmation"]["rows"] = [
+            {"trial_id": t["trial_id"], "configuration": {k: t["config"].get(k) for k in space.fields},
+             "seeds": t["seeds"], "failed": t["failed"], "mean": t["mean"], "std": t["sd"],
+             "interval": [t["ci_low"], t["ci_high"]], f"final_{primary}": t.get(f"final_{primary}_mean")}
+            for t in confirmation["table"]]
         log_bytes(client, parent_run_id, json.dumps(confirmation, indent=1, default=str).encode(),
                   f"{REPORT_DIR}/confirmation.json")
         confirm_table = [{"trial_id": t["trial_id"], "seeds": t["seeds"], "failed": t["failed"], "mean": t["mean"],
@@ -236,13 +244,13 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
     if optuna_trials:
         log_bytes(client, parent_run_id, json.dumps(optuna_trials, indent=1, default=str).encode(),
                   f"{REPORT_DIR}/optuna_trials.json")
+    images: dict[str, bytes] = {}  # report/<name> -> PNG: logged, and embedded in report/index.html
     if rows:
         parquet, csv = _table_bytes(rows)
         log_bytes(client, parent_run_id, parquet, f"{REPORT_DIR}/trials.parquet")
         log_bytes(client, parent_run_id, csv, f"{REPORT_DIR}/trials.csv")
         for name in space.fields:
-            log_bytes(client, parent_run_id, _param_plot(rows, space, name, primary),
-                      f"{REPORT_DIR}/{primary}_vs_{name}.png")
+            images[f"{primary}_vs_{name}.png"] = _param_plot(rows, space, name, primary, confirmation)
     if "best" in summary:
         best = dict(summary["best"])
         if confirmation and "best" in confirmation:
@@ -254,8 +262,9 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
         log_bytes(client, parent_run_id, json.dumps(best, indent=2, default=str).encode(),
                   f"{REPORT_DIR}/best_config.json")
         client.set_tag(parent_run_id, "best_trial", summary["best"]["trial_id"])
-        log_bytes(client, parent_run_id, _curves_plot(results, summary["ranked"][:3], primary),
-                  f"{REPORT_DIR}/learning_curves_best.png")
+        images["learning_curves_best.png"] = _curves_plot(results, summary["ranked"][:3], primary)
+    for file_name, data in images.items():
+        log_bytes(client, parent_run_id, data, f"{REPORT_DIR}/{file_name}")
     work = summary["work"]
     log_metrics(client, parent_run_id, {
         "best_score": summary.get("best", {}).get("score", math.nan),
@@ -267,5 +276,6 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
         **({f"confirmed_{k}": confirmation["table"][0][k] for k in ("mean", "ci_low", "ci_high")}
            if confirmation and "best" in confirmation else {})}, step=0)
     log_bytes(client, parent_run_id, json.dumps(summary, indent=1, default=str).encode(), f"{REPORT_DIR}/summary.json")
+    log_bytes(client, parent_run_id, render_report_page(summary, rows, images).encode(), f"{REPORT_DIR}/index.html")
     summary["report"] = f"{client.get_run(parent_run_id).info.artifact_uri}/{REPORT_DIR}"
     return summary
