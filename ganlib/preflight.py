@@ -92,8 +92,9 @@ def check_tracking(uri: str) -> None:
 
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    # One quick probe: MLflow's default is minutes of retries with backoff on a dead server.
-    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "4"}
+    # One probe without MLflow's minutes of retries: a dead server (connection refused) fails at
+    # once; a live but busy one gets 15 s to answer.
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
     saved = {k: os.environ.get(k) for k in probe_env}
     os.environ.update(probe_env)
     try:

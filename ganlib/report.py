@@ -267,6 +267,8 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
         log_bytes(client, parent_run_id, data, f"{REPORT_DIR}/{file_name}")
     work = summary["work"]
     log_metrics(client, parent_run_id, {
+        # under the primary metric's own name too: the runs table's w1 / fid column shows the sweep's best
+        primary: summary.get("best", {}).get("score", math.nan),
         "best_score": summary.get("best", {}).get("score", math.nan),
         "trials": summary["trials"], **{f"trials_{k}": v for k, v in summary["by_status"].items()},
         "work_seconds": work["total_done"]["seconds"], "work_generator_steps": work["total_done"]["generator_steps"],

@@ -251,6 +251,7 @@ def _confirm_stage(settings, prepared, plan, built, results, run, client, experi
 
 def _end_parent(client, run_id: str, state: str, reason: str) -> None:
     client.set_tag(run_id, "sweep_state", state)
+    client.set_tag(run_id, "status", state)  # the runs table's status column shows the sweep's too
     if reason:
         client.set_tag(run_id, "sweep_end_reason", reason)
     client.set_terminated(run_id, {"finished": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED"))
@@ -258,16 +259,21 @@ def _end_parent(client, run_id: str, state: str, reason: str) -> None:
 
 # -- the command line ------------------------------------------------------------------------------
 def ui_links(settings: SweepSettings, experiment_id: str, parent_run_id: str) -> tuple[str, list[str]]:
-    """(how to open the UI, [training-runs view URL, sweep run URL]). A new browser opens an
-    experiment in MLflow's GenAI view; the ``/runs`` route shows the training runs."""
+    """(how to open the UI, [training runs of this sweep, the sweep's report, the sweep run]). A new
+    browser opens an experiment in MLflow 3.17's GenAI view: ``workflowType=machine_learning`` opens
+    its "Model training" runs, ``searchFilter`` keeps this sweep's."""
+    from urllib.parse import quote
+
     uri = settings.tracking_uri
     if uri.startswith("http"):
         root, how = uri.rstrip("/"), f"the tracking server at {uri}"
     else:
         root = "http://127.0.0.1:5000"
         how = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-    return how, [f"{root}/#/experiments/{experiment_id}/runs", f"{root}/#/experiments/{experiment_id}/runs/"
-                 f"{parent_run_id}"]
+    runs = (f"{root}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&searchFilter="
+            + quote(f"tags.sweep_name = '{settings.name}'"))
+    run = f"{root}/#/experiments/{experiment_id}/runs/{parent_run_id}"
+    return how, [runs, f"{run}/artifacts/report/index.html", run]
 
 
 def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: str) -> str:
@@ -293,11 +299,11 @@ def format_summary(settings: SweepSettings, summary: dict[str, Any], headline: s
     lines.append(f"Work: {work['total_done']['seconds']:.0f} trial-seconds, {work['total_done']['generator_steps']:,} "
                  f"generator and {work['total_done']['critic_steps']:,} critic steps; stopping early saved an "
                  f"estimated {saved:.0%} of the trial time" + (f" ({by_cause})" if by_cause else ""))
-    how, (runs_url, parent_url) = ui_links(settings, summary["experiment_id"], summary["parent_run_id"])
-    lines += [f"MLflow experiment {settings.experiment!r} ({how}):", f"  training runs: {runs_url}",
-              f"  this sweep:    {parent_url}"]
+    how, (runs_url, report_url, parent_url) = ui_links(settings, summary["experiment_id"], summary["parent_run_id"])
+    lines += [f"MLflow experiment {settings.experiment!r} ({how}):", f"  the sweep's trials: {runs_url}",
+              f"  its report page:    {report_url}", f"  the sweep run:      {parent_url}"]
     if summary.get("report"):
-        lines.append(f"Report: {summary['report']}/index.html")
+        lines.append(f"Report files: {summary['report']}")
     if summary.get("undelivered"):
         lines.append(f"MLflow: {len(summary['undelivered'])} calls could not be delivered "
                      f"({', '.join(sorted(set(summary['undelivered'])))}); Tune's results under "

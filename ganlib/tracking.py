@@ -17,6 +17,7 @@ own results hold everything regardless. Consequences worth knowing:
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -64,10 +65,17 @@ def get_or_create_experiment(client, name: str) -> str:
     return client.create_experiment(name, artifact_location=local_artifact_root(client.tracking_uri))
 
 
-def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The loggable entries: finite numbers (status, reason and flags are not metrics)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+# Tune's bookkeeping in every result: not the run's metrics (MLflow's columns and charts stay ours)
+TUNE_KEYS = ("timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
+             "iterations_since_restore", "done", "should_checkpoint")
+
+
+def numeric_metrics(metrics: dict[str, Any], first: str | None = None) -> dict[str, float]:
+    """The loggable entries: finite numbers (status, reason, flags and Tune's bookkeeping are not
+    metrics), ``first`` first: MLflow's compare view plots the first metric a run logged."""
+    out = {k: float(v) for k, v in metrics.items() if k not in TUNE_KEYS
+           and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {first: out.pop(first)} | out if first in out else out
 
 
 def log_metrics(client, run_id: str, metrics: dict[str, Any], step: int) -> None:
@@ -282,7 +290,7 @@ class SweepLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         config = dict(trial.config)
-        metrics = dict(numeric_metrics(result))
+        metrics = numeric_metrics(result, first=self.tags.get("primary_metric"))
         if self.log_hparams:
             metrics.update({f"hp_{k}": v for k, v in numeric_metrics(_public(config)).items()
                             if k in self.searched})
@@ -330,7 +338,8 @@ class SweepLogger(Callback):
             public = _public(config)
             name = run_name(public, self.searched)
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial",
-                    "stage": self.stage, "status": "running", "family": family(public), **self.tags}
+                    "stage": self.stage, "status": "running", "family": family(public), **source_tags(),
+                    **self.tags}
             if self.stage == "confirm":
                 from .confirm import identity
 
@@ -434,6 +443,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def source_tags() -> dict[str, str]:
+    """MLflow's own source columns (Source, Version) for sweep runs."""
+    return {"mlflow.source.type": "JOB", "mlflow.source.name": "ganlib.sweep",
+            "mlflow.source.git.commit": code_version()}
+
+
+@functools.cache
 def code_version() -> str:
     import subprocess
 
@@ -464,7 +480,7 @@ def start_sweep_run(client, experiment_id: str, settings, space, plan_text: str)
         "dataset": settings.dataset,
         "searcher": "pbt-population" if settings.scheduler == "pbt" else f"optuna-{settings.searcher}",
         "scheduler": settings.scheduler, "schedule": plan_text[:5000], "code_version": code_version(),
-        **_versions()})
+        "status": "running", **source_tags(), **_versions()})
     run_id = run.info.run_id
     log_params(client, run_id, {**settings.to_dict(), "searched": ",".join(space.fields)})
     log_bytes(client, run_id, yaml.safe_dump(space.to_dict(), sort_keys=False).encode(), "space.yaml")

@@ -14,10 +14,10 @@ LAYERS = {
     "losses": 1, "penalties": 1, "collapse": 1, "metrics": 1, "models": 1, "data": 1, "figures": 1,
     "constraints": 2, "optim": 2, "reaper": 2,
     "trainer": 3,
-    "evaluate": 4,
+    "evaluate": 4, "cohort": 4,
     "train": 5,
     "tune": 6, "spaces": 6, "settings": 6,
-    "tracking": 7, "report": 7, "plan": 7, "cluster": 7, "preflight": 7,
+    "tracking": 7, "report": 7, "report_page": 7, "plan": 7, "cluster": 7, "preflight": 7, "confirm": 7,
     "sweep": 8,
     "__init__": 9,
 }

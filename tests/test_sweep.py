@@ -268,9 +268,11 @@ def test_a_sweep_whose_trials_all_error_fails_and_says_so(local_ray, tmp_path, m
 
 
 def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
-    with pytest.raises(PreflightError, match="there is no sweep named 't'"):
-        run_sweep(settings(tmp_path, resume=True))
+    with pytest.raises(PreflightError, match="there is no sweep to resume"):
+        run_sweep(settings(tmp_path, resume=True))  # no store at all
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10))
+    with pytest.raises(PreflightError, match="there is no sweep named 'other'"):
+        run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, name="other", resume=True))
     with pytest.raises(PreflightError, match="'t', finished: nothing to resume"):
         run_sweep(settings(tmp_path, resume=True))
     with pytest.raises(PreflightError, match="a sweep of that name already exists"):
