@@ -61,14 +61,16 @@ def test_members_of_different_seeds_keep_their_own_streams():
 
 
 def test_dcgan_members_with_batch_norm_on_images():
-    configs = _members("non_saturating", "none", "adam", dataset="digits", width=4, g_norm="batch", d_norm="batch",
+    # SGD: a convolution bias feeding batch norm gets only float noise for a gradient, which Adam
+    # would turn into learning-rate-sized steps (no real difference, but not a tight comparison).
+    configs = _members("non_saturating", "none", "sgd", dataset="digits", width=4, g_norm="batch", d_norm="batch",
                        depth=None)
     cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
     for _ in range(15):
         cohort.train_step()
         for solo in solos:
             solo.train_step()
-    _assert_same(cohort, solos)  # running statistics included
+    _assert_same(cohort, solos, atol=1e-5)  # parameters and batch norm's running statistics
 
 
 def test_a_stopped_member_leaves_and_the_rest_continue_exactly():

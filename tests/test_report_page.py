@@ -295,7 +295,10 @@ def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs():
     results = [fake_result("t1", {**base, "clip": 0.01}, [3.0, 2.0, 1.5, 1.4]),
                fake_result("t2", {**base, "clip": 0.5}, [4.0, 3.5, 3.4, 3.3])]
     client = RecordingClient()
-    summary = write_sweep_report(client, "run1", results, space, settings, {}, "w1", "no scheduler", [])
+    from ganlib.report import build_report
+
+    built = build_report(results, space, settings, {}, "w1", "no scheduler")
+    summary = write_sweep_report(client, "run1", built, results, space, [])
     page = client.artifacts["report/index.html"].decode()
     pngs = {path: data for path, data in client.artifacts.items() if path.endswith(".png")}
     assert "report/learning_curves_best.png" in pngs and "report/w1_vs_clip.png" in pngs
