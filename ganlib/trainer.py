@@ -82,8 +82,13 @@ class StepStats:
 
 
 def _grad_norm(module: torch.nn.Module) -> Tensor:
+    """The 2-norm of all the module's gradients as one vector: what
+    ``torch.nn.utils.get_total_norm`` computes on one device, bit for bit (per-tensor norms by
+    ``_foreach_norm``, then the norm of those), without its grouping by device and dtype."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads)
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class Trainer:
@@ -106,6 +111,9 @@ class Trainer:
         self.opt_g = build_optimizer(self.cfg, self.generator.parameters(), self.cfg.lr_g)
         self.opt_d = build_optimizer(self.cfg, self.critic.parameters(), self.cfg.lr_d)
         self._prefer_foreach()
+        # fixed after construction (a restore copies into them): read per step without walking the modules
+        self._all_modules = list(self.generator.modules()) + list(self.critic.modules())
+        self._generator_params = list(self.generator.parameters())
         self.data_rng = torch.Generator().manual_seed(self.cfg.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
         self.step = 0  # generator iterations done
@@ -153,20 +161,19 @@ class Trainer:
         return loss.detach(), None if penalty is None else penalty.detach(), norm
 
     def generator_step(self) -> tuple[Tensor, Tensor]:
-        self.critic.requires_grad_(False)  # no critic gradients are needed for G's update
-        try:
-            loss = self.loss.g_loss(self.critic(self.generator(self._noise(self.cfg.batch_size))))
-            self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-        finally:
-            self.critic.requires_grad_(True)
+        loss = self.loss.g_loss(self.critic(self.generator(self._noise(self.cfg.batch_size))))
+        self.opt_g.zero_grad(set_to_none=True)
+        # G's gradients only: autograd skips the critic's weight gradients (and leaves the
+        # critic's .grad alone) without switching requires_grad off and on around the step
+        loss.backward(inputs=self._generator_params)
         grad_norm = _grad_norm(self.generator)
         self.opt_g.step()
         return loss.detach(), grad_norm
 
     def train_step(self) -> StepStats:
-        self.generator.train()
-        self.critic.train()
+        if not all(m.training for m in self._all_modules):  # .train() walks every module: only when needed
+            self.generator.train()
+            self.critic.train()
         last = self.cfg.n_critic - 1
         for i in range(self.cfg.n_critic):
             loss_d, gp, grad_norm_d = self.critic_step(grad_norm=i == last)
