@@ -1,9 +1,10 @@
-"""Trainer step against a plain loop: ganlib's ``Trainer.train_step`` (n_critic critic steps,
-then one generator step) against the same step written by hand, and both against the pure
-arithmetic of the step.
+"""Trainer step against a plain loop, and both against the step's pure arithmetic.
 
-    python bench/trainer_step.py                        # every case, CPU, 1 thread, ~5 min
-    python bench/trainer_step.py --cases "ring8 wgan" --rounds 41
+ganlib's ``Trainer.train_step`` (n_critic critic steps, then one generator step) against the
+same step written by hand, and both against the forward/backward/optimizer work alone.
+
+    python bench/trainer_step.py                        # every case, CPU, 1 thread, ~4 min
+    python bench/trainer_step.py --cases "ring8 wgan_gp" --rounds 301
     python bench/trainer_step.py --compile              # adds a torch.compile'd step (slow to build)
     python bench/trainer_step.py --device cuda --compile --compile-mode reduce-overhead
 
@@ -350,8 +351,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), metavar="CASE",
                         help=f"some of: {', '.join(repr(c) for c in CASES)}")
-    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per case (default 21)")
-    parser.add_argument("--block", type=float, default=0.15, help="seconds per contender per round (default 0.15)")
+    parser.add_argument("--rounds", type=int, default=121, help="interleaved rounds per case (default 121)")
+    parser.add_argument("--block", type=float, default=0.03,
+                        help="seconds per contender per round, at least one step (default 0.03)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: what a 1-CPU trial gets; see docs/benchmarks.md)")
     parser.add_argument("--clock", choices=list(CLOCKS),
