@@ -151,7 +151,8 @@ class Evaluator:
 
     def _critic_metrics(self, fake: torch.Tensor) -> dict[str, float]:
         """The critic's outputs on HELD-OUT real data and on the fakes, read as the loss reads them."""
-        real_out, fake_out = critic_outputs(self.trainer.critic, self.data.heldout, fake)
+        # on the same fixed held-out subset as the distances (eval_samples points, not the whole set)
+        real_out, fake_out = critic_outputs(self.trainer.critic, self.data.heldout[: len(fake)], fake)
         return self.trainer.loss.describe(real_out, fake_out)
 
     def is_scored(self, step: int) -> bool:

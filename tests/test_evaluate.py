@@ -56,11 +56,11 @@ def test_w1_fid_and_w_critic_match_independent_computations(tiny):
     expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
     assert metrics["fid"] == pytest.approx(expected, rel=1e-6)
 
-    # the critic's estimate on HELD-OUT real data, not on a training batch
+    # the critic's estimate on HELD-OUT real data (the fixed subset of the distances), not on a training batch
     with torch.no_grad():
         f = lambda x: trainer.critic(x.float()).double().mean().item()
-        assert metrics["w_critic"] == pytest.approx(f(heldout) - f(fake), rel=1e-5)
-        batch = trainer.data.sample(len(heldout), torch.Generator().manual_seed(5))
+        assert metrics["w_critic"] == pytest.approx(f(heldout[:300]) - f(fake), rel=1e-5)
+        batch = trainer.data.sample(300, torch.Generator().manual_seed(5))
         assert metrics["w_critic"] != pytest.approx(f(batch) - f(fake), rel=1e-4)
 
 

@@ -13,8 +13,9 @@ from torch import Tensor
 
 def mean_pairwise_distance(features: Tensor, max_samples: int = 1000) -> float:
     """Mean Euclidean distance over all pairs of the first ``max_samples`` rows of (N, d)
-    ``features``, in float64. NaN for fewer than 2 rows or non-finite features."""
-    x = features.detach().reshape(len(features), -1)[:max_samples].double().cpu()
+    ``features``. NaN for fewer than 2 rows or non-finite features."""
+    x = features.detach().reshape(len(features), -1)[:max_samples].float().cpu()
     if len(x) < 2 or not torch.isfinite(x).all():
         return math.nan
-    return float(torch.pdist(x).mean())
+    # distances in float32 (relative error ~1e-7, half the time of float64), their mean in float64
+    return float(torch.pdist(x).double().mean())
