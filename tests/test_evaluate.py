@@ -165,3 +165,10 @@ def test_a_saved_generator_is_rescored_offline(tiny, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ganlib.evaluate", str(tmp_path / "bad.pt")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "bad.pt" in proc.stderr and proc.stderr.startswith("error:")
+
+
+def test_more_samples_than_the_held_out_set_has(tiny):
+    # digits holds out 359 images; the default eval_samples is 1024
+    history, _ = _history(dict(tiny, dataset="digits", loss="wgan_gp", width=4, steps=2, eval_every=2,
+                               eval_samples=1024))
+    assert all(np.isfinite(history[-1][k]) for k in ("swd", "fid", "kid", "w_critic", "diversity"))

@@ -70,3 +70,13 @@ def test_rank_correlation():
     assert rank_correlation([1, 2, float("nan"), 4, 5], [1, 3, 2, 7, 9]) == pytest.approx(1.0)  # NaN pair dropped
     assert math.isnan(rank_correlation([1, 2], [1, 2]))
     assert math.isnan(rank_correlation([1, 2, 3], [5, 5, 5]))
+
+
+@pytest.mark.parametrize("n, m", [(300, 300), (1024, 359), (100, 250), (7, 3)])
+def test_the_cached_sliced_w1_is_pots_for_any_sizes(n, m):
+    from ganlib.metrics.wasserstein import SlicedW1
+
+    g = torch.Generator().manual_seed(n + m)
+    fake, real = torch.randn(n, 5, generator=g), torch.randn(m, 5, generator=g) * 1.5 + 0.3
+    assert SlicedW1(real, n_projections=32, seed=0)(fake) == pytest.approx(
+        swd(fake, real, n_projections=32, seed=0), rel=1e-9)

@@ -78,26 +78,40 @@ def swd(x, y, n_projections: int = 256, seed: int = 0) -> float:
 
 
 class SlicedW1:
-    """``swd(fake, real, n_projections, seed)`` against a fixed ``real`` set of the same size as
-    every ``fake`` set: POT's directions for ``seed``, the real projections sorted once. For two
-    uniform empirical measures of n points each the 1-D W1 is the mean absolute difference of
-    the sorted projections, which is what POT computes through quantile functions."""
+    """``swd(fake, real, n_projections, seed)`` against a fixed ``real`` set: POT's directions for
+    ``seed``, the real projections sorted once. Per direction, the 1-D W1 between two uniform
+    empirical measures is the integral over t in (0, 1] of the distance between their quantile
+    functions, a step function with steps at i/n and j/m: what POT computes (for equal sizes, the
+    mean absolute difference of the sorted projections)."""
 
     def __init__(self, real, n_projections: int = 256, seed: int = 0):
         from ot.sliced import get_random_projections
 
         points = _as_points(real)
-        self.n = len(points)
+        self.m = len(points)
         self.projections = get_random_projections(points.shape[1], n_projections, seed=seed)
         self.real_sorted = np.sort(points @ self.projections, axis=0)
+        self._grids: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _grid(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices into the fake quantiles, into the real ones, widths) of the merged steps."""
+        if n not in self._grids:
+            t = np.union1d(np.arange(1, n + 1) / n, np.arange(1, self.m + 1) / self.m)
+            widths = np.diff(np.concatenate([[0.0], t]))
+            fake = np.minimum(np.ceil(t * n - 1e-9).astype(int) - 1, n - 1)
+            real = np.minimum(np.ceil(t * self.m - 1e-9).astype(int) - 1, self.m - 1)
+            self._grids[n] = (fake, real, widths)
+        return self._grids[n]
 
     def __call__(self, fake) -> float:
         points = _as_points(fake)
-        if len(points) != self.n:
-            raise ValueError(f"SlicedW1 was built for {self.n} points, got {len(points)}")
         if not np.isfinite(points).all():
             return math.nan
-        return float(np.abs(np.sort(points @ self.projections, axis=0) - self.real_sorted).mean())
+        fake_sorted = np.sort(points @ self.projections, axis=0)
+        if len(points) == self.m:
+            return float(np.abs(fake_sorted - self.real_sorted).mean())
+        i, j, widths = self._grid(len(points))
+        return float((np.abs(fake_sorted[i] - self.real_sorted[j]) * widths[:, None]).sum(0).mean())
 
 
 def critic_outputs(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
