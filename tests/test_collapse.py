@@ -147,3 +147,41 @@ def test_thresholds_are_validated_in_the_config():
         GanConfig.create(collapse={"min_mode_fraction": 2.0})
     with pytest.raises(ConfigError, match="collapse.stall_patience"):
         GanConfig.create(collapse={"stall_patience": 1.5})
+
+
+# Measured trajectories (bench/collapse_rules.py, ring8, eval_every 100; w1 / baseline and diversity).
+# A late starter (gan_ns, z_dim 64, lr 1e-3, seed 4): in a blob away from the data up to step 1,000,
+# healthy at 1,500 (w1 0.38x, 6-7 of 8 modes). Its diversity dips to 0.15 in seed 6.
+LATE_STARTER = [(1.08, 0.52), (0.99, 0.48), (1.04, 0.44), (1.49, 0.46), (1.02, 0.26), (1.00, 0.30), (1.08, 0.33),
+                (1.14, 0.35), (1.08, 0.15), (1.12, 0.21), (0.92, 0.92), (0.44, 0.94), (0.29, 0.96), (0.37, 0.96),
+                (0.38, 0.97)]
+# The far-from-data blob of the issue (gan_ns, seed 0): w1 1.1-1.5x, modes 0-1, diversity 0.2-0.4 to the end.
+BLOB = [(1.03, 0.23), (1.21, 0.26), (1.27, 0.28), (1.34, 0.29), (1.53, 0.39), (1.16, 0.27), (1.25, 0.31), (1.15, 0.26),
+        (1.25, 0.24), (1.29, 0.29), (1.11, 0.28), (1.17, 0.22), (1.28, 0.27), (1.13, 0.27), (1.20, 0.21)]
+
+
+def measured_stream(trajectory):
+    return [dict(m, w1=ratio * BASELINE, score=ratio * BASELINE, diversity=diversity, modes=0, hq=0.0)
+            for m, (ratio, diversity) in zip(healthy_stream(len(trajectory)), trajectory, strict=True)]
+
+
+def test_default_far_and_diversity_rules_spare_a_late_starter():
+    # far for 6 evaluations after the warm-up (500-1,000), diversity down to 0.15: the defaults
+    # (far_patience 8, min_diversity 0.1) leave it ok; the thresholds before the measurement
+    # (far_patience 3, min_diversity 0.2) flagged it, as they flagged 4 of the 5 late starters measured
+    assert run(measured_stream(LATE_STARTER)) == (OK, "")
+    assert run(measured_stream(LATE_STARTER), CollapseRules(far_patience=3))[0] == COLLAPSED
+    assert run(measured_stream(LATE_STARTER), CollapseRules(min_diversity=0.2))[0] == COLLAPSED
+
+
+def test_default_far_rule_catches_the_blob_at_its_eighth_far_evaluation():
+    d = detector()
+    statuses = [d.update(m)[0] for m in measured_stream(BLOB)]
+    assert statuses[:11] == [OK] * 11  # steps 100-1,100: warm-up, then 7 far evaluations
+    assert statuses[11] == COLLAPSED and "far from the data" in d.reason and "step 1200" in d.reason
+
+
+def test_default_diversity_rule_flags_one_point_not_a_narrow_blob():
+    assert run([dict(m, diversity=0.15) for m in healthy_stream(12)])[0] == OK
+    status, reason = run([dict(m, diversity=0.05) for m in healthy_stream(12)])
+    assert status == COLLAPSED and "diversity" in reason
