@@ -76,8 +76,7 @@ def main(argv: list[str]) -> None:
     print(f"trial time {trial_s:.0f} s; slot time {slots} x {tune_wall:.0f} s = {slots * tune_wall:.0f} s")
     print(f"slot efficiency (Tune runs):       {trial_s / (slots * tune_wall):.1%}")
     print(f"slot efficiency (whole command):   {trial_s / (slots * wall):.1%}")
-    best = summary.get("best", {})
-    print(f"best: {best.get('trial_id')} score {best.get('score', float('nan')):.4f}")
+    print(ganlib.sweep.format_summary(settings, summary, "finished"))
 
 
 if __name__ == "__main__":

@@ -259,7 +259,8 @@ class SweepLogger(Callback):
         self.last_step: dict[str, int] = {}  # trial id -> last step logged (worker thread)
         self.configs: dict[str, dict[str, Any]] = {}  # trial id -> config last logged (PBT)
         self.trial_states: dict[str, str] = {}  # trial id -> Tune status at the end of the run
-        self.verdicts: dict[str, tuple[str, str]] = {}
+        self.verdicts: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason), saved with Tune's state
+        self.started: set[str] = set()  # trials that ran in this driver session
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
@@ -285,7 +286,15 @@ class SweepLogger(Callback):
             self.queue = TrackingQueue(self.tracking_uri)
         _LIVE[self.key] = self
 
+    def get_state(self) -> dict[str, Any]:
+        """Saved by Tune with every experiment checkpoint: a resumed sweep knows which trials ended."""
+        return {"verdicts": dict(self.verdicts)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.verdicts.update({k: tuple(v) for k, v in state.get("verdicts", {}).items()})
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started.add(trial.trial_id)
         self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -306,12 +315,18 @@ class SweepLogger(Callback):
         self._finish(trial, errored=True)
 
     def on_experiment_end(self, trials, **info) -> None:
+        """A trial Tune never completed nor errored was interrupted (after Ctrl-C Tune stops it as
+        TERMINATED without telling its callbacks), unless it ended in an earlier driver session."""
         for trial in trials:
             self.trial_states[trial.trial_id] = trial.status
-            if trial.status not in ("TERMINATED", "ERROR"):  # still running or waiting: interrupted
-                status, reason = trial_status(trial.last_result, self.steps, False, finished=False)
-                self.verdicts[trial.trial_id] = (status, reason)
-                self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
+            if trial.trial_id in self.verdicts:
+                continue
+            if trial.status in ("TERMINATED", "ERROR") and trial.trial_id not in self.started:
+                self.verdicts[trial.trial_id] = trial_status(trial.last_result, self.steps, trial.status == "ERROR")
+                continue
+            status, reason = trial_status(trial.last_result, self.steps, False, finished=False)
+            self.verdicts[trial.trial_id] = (status, reason)
+            self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
 
     def _finish(self, trial, errored: bool) -> None:
         status, reason = trial_status(trial.last_result, self.steps, errored)

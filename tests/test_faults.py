@@ -384,7 +384,7 @@ def test_a_tracking_server_outage_of_60_s_loses_nothing(tmp_path):
 
     with mlflow_server(tmp_path) as (uri, _, env):
         argv = sweep_argv(tmp_path, "outage", "--num-trials", "3", "--steps", "3000", "--eval-every", "50",
-                          "--scheduler", "none", "--max-concurrent", "1", tracking=uri)
+                          "--scheduler", "none", "--no-collapse-stop", "--max-concurrent", "1", tracking=uri)
         log = tmp_path / "sweep.log"
         proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
         wait_for(lambda: results_logged(tmp_path, "outage") >= 5, 240, "the first results", proc)
