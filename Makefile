@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run ui servers-up servers-down test test-all test-infra lint bench clean
+.PHONY: run ui servers-up servers-down test test-slow test-all test-infra lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ servers-down:
 test: $(VENV)/.installed  ## the default test run (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+test-slow: $(VENV)/.installed  ## the slow tests: faults, resume, worker loss, tracking outage, the browser
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
 test-all: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -46,3 +49,5 @@ clean:
 
 bench: $(VENV)/.installed  ## benchmarks: ratios measured side by side (figures in docs/benchmarks.md)
 	$(PY) bench/eval_cost.py
+	$(PY) bench/trainer_step.py
+	$(PY) bench/cohort_throughput.py
