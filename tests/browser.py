@@ -150,13 +150,15 @@ def add_column(page, group: str, name: str) -> None:
 
 def compare_metric(page, metric: str) -> None:
     """In the compare view's parallel-coordinates controls, show ``metric`` instead of the metric
-    MLflow picked (the first one the runs logged)."""
+    MLflow picked (the first one the runs logged). Choosing an option that is already selected
+    would unselect it, so the metric is only chosen when it is not shown yet."""
     select = page.locator("div:text-is('Metrics:') + .du-bois-light-select")
-    select.click()
-    page.keyboard.type(metric)
-    page.locator(".du-bois-light-select-item-option").filter(
-        has_text=re.compile(f"^{re.escape(metric)}$")).first.wait_for()
-    page.keyboard.press("Enter")
+    exact = re.compile(f"^{re.escape(metric)}$")
+    if not select.locator(".du-bois-light-select-selection-item").filter(has_text=exact).count():
+        select.click()
+        page.keyboard.type(metric)
+        page.locator(".du-bois-light-select-item-option").filter(has_text=exact).first.wait_for()
+        page.keyboard.press("Enter")
     others = select.locator(".du-bois-light-select-selection-item").filter(
         has_not_text=re.compile(f"^{re.escape(metric)}$"))
     while others.count():

@@ -85,6 +85,8 @@ def test_the_training_runs_view_lists_the_sweep(sweep, shots, tmp_path):
 
 @pytest.mark.slow  # a real MLflow server and a real sweep: over 2 minutes with the module's setup
 def test_the_expanded_sweep_shows_its_trials_with_status_and_primary_metric(sweep, shots, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     children = {c.info.run_name: c for c in sweep["children"]}
     primary = sweep["summary"]["primary"]
     assert len(children) == 4
@@ -103,7 +105,9 @@ def test_the_expanded_sweep_shows_its_trials_with_status_and_primary_metric(swee
         for name, child in children.items():
             assert rows[name]["tags.`status`"] == child.data.tags["status"]
             assert math.isclose(float(rows[name][f"metrics.`{primary}`"]), child.data.metrics[primary], rel_tol=1e-9)
-        assert rows[SWEEP]["tags.`status`"] in ("-", "")  # the parent has no status tag (see the report)
+        parent = MlflowClient(sweep["base"]).get_run(sweep["parent_run_id"])
+        assert parent.data.tags["status"] == "finished"  # the sweep's own state, set when it closed
+        assert rows[SWEEP]["tags.`status`"] == "finished"
         ui.shot(page, shots, "mlflow-02-sweep-expanded")
         assert page.external == []
 
