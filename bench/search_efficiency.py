@@ -44,7 +44,8 @@ def run_method(method: str, seed: int, args, out: Path) -> list[dict]:
     settings = SweepSettings(space=args.space, dataset=args.dataset, preset="default", num_trials=args.num_trials,
                              steps=args.steps, seed=seed, name=f"{method}-{seed}", device="cpu",
                              tracking_uri=f"sqlite:///{out}/mlflow.db", storage_path=str(out / "ray"),
-                             max_concurrent=args.max_concurrent, **METHODS[method])
+                             max_concurrent=args.max_concurrent, confirm_top=0,  # the search alone is compared
+                             **METHODS[method])
     run_sweep(settings)
     trials = []
     for df in ExperimentAnalysis(settings.experiment_path).trial_dataframes.values():
