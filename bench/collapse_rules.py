@@ -412,6 +412,7 @@ SENSITIVITY: dict[str, tuple[float, ...]] = {
     "min_diversity": (0.05, 0.1, 0.15, 0.2, 0.3),
     "min_mode_fraction": (0.125, 0.25, 0.5),
     "mode_collapse_hq": (0.05, 0.1, 0.2),
+    "mode_patience": (1, 2, 3, 5),
     "warmup_steps": (300, 500, 800),
 }
 

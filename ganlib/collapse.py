@@ -53,6 +53,7 @@ class CollapseDetector:
         self._since_best = 0
         self._saturated_for = 0
         self._far_for = 0
+        self._few_modes_for = 0
 
     @property
     def ceiling(self) -> float:
@@ -72,7 +73,8 @@ class CollapseDetector:
         """Plain values only (``torch.load(weights_only=True)`` reads them back)."""
         history = [{k: v for k, v in m.items() if isinstance(v, (int, float, str))} for m in self.history]
         return {"history": history, "status": self.status, "reason": self.reason, "best": self._best,
-                "since_best": self._since_best, "saturated_for": self._saturated_for, "far_for": self._far_for}
+                "since_best": self._since_best, "saturated_for": self._saturated_for, "far_for": self._far_for,
+                "few_modes_for": self._few_modes_for}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
@@ -80,6 +82,7 @@ class CollapseDetector:
         self._best, self._since_best = state["best"], state["since_best"]
         self._saturated_for = state["saturated_for"]
         self._far_for = state.get("far_for", 0)
+        self._few_modes_for = state.get("few_modes_for", 0)
 
     # -- the rules, in order of severity ------------------------------------------------------
     def _check(self, m: dict[str, Any], params_finite: bool) -> tuple[str, str] | None:
@@ -122,11 +125,14 @@ class CollapseDetector:
         r, step = self.rules, m.get("step", 0)
         if step < r.warmup_steps:
             return None
-        if (self.n_modes and "modes" in m and m["modes"] <= r.min_mode_fraction * self.n_modes
-                and m.get("hq", 1.0) >= r.mode_collapse_hq):
-            return COLLAPSED, (f"mode collapse: {m['modes']:g} of {self.n_modes} modes covered by the "
-                               f"{m.get('hq', 1.0):.0%} high-quality samples at step {step} (limit "
-                               f"{r.min_mode_fraction:g} x {self.n_modes})")
+        if self.n_modes and "modes" in m:
+            few = m["modes"] <= r.min_mode_fraction * self.n_modes and m.get("hq", 1.0) >= r.mode_collapse_hq
+            self._few_modes_for = self._few_modes_for + 1 if few else 0
+            if few and self._few_modes_for >= max(r.mode_patience, 1):
+                return COLLAPSED, (f"mode collapse: {m['modes']:g} of {self.n_modes} modes covered by the "
+                                   f"{m.get('hq', 1.0):.0%} high-quality samples at step {step} (limit "
+                                   f"{r.min_mode_fraction:g} x {self.n_modes}), {self._few_modes_for} "
+                                   f"evaluations in a row")
         if "diversity" in m and m["diversity"] < r.min_diversity:
             return COLLAPSED, (f"sample diversity {m['diversity']:.3g} of the real data's at step {step} "
                                f"(limit {r.min_diversity:g})")

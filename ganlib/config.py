@@ -105,6 +105,10 @@ class CollapseRules:
     # samples are high quality: precise samples on few modes.
     min_mode_fraction: float = 0.25
     mode_collapse_hq: float = 0.1
+    # ...for this many evaluations in a row. Modes covered by ~100 precise samples is a noisy count:
+    # a healthy WGAN-GP run on ring8 (w1 0.2) read 8, 5, 6, 6, 2 modes at consecutive evaluations
+    # (docs/studies/wgan_gp_lambda.md); a real mode collapse holds for the rest of the run.
+    mode_patience: int = 3  # 1: the first evaluation that reads few modes
     # all data: mean pairwise (feature) distance of fakes below this fraction of the real one (one
     # point). Measured: healthy late starters dip to 0.15 in their blob phase, points sit below 0.06
     min_diversity: float = 0.1
