@@ -18,6 +18,8 @@ import json
 import math
 import tempfile
 
+import torch
+
 from ganlib.config import GanConfig
 from ganlib.confirm import FINAL_EVAL_FACTOR, interval, seeds_for
 from ganlib.preflight import preflight
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sweep-seed", type=int, default=0)
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as a sweep trial (Ray gives it one CPU)
     scratch = tempfile.mkdtemp(prefix="seed-runs-")  # the pre-flight checks a store and a storage path
     settings = settings_from_args(["--space", args.space, "--dataset", args.dataset, "--seed", str(args.sweep_seed),
                                    "--tracking-uri", f"sqlite:///{scratch}/mlflow.db", "--storage-path", scratch])
