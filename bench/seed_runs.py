@@ -63,7 +63,8 @@ def main() -> None:
         train(GanConfig.from_dict({**config, "seed": seed}),
               report=lambda metrics, _state, last=last: last.update(metrics))
         score, final = float(last.get("score", math.nan)), float(last.get(f"final_{primary}", math.nan))
-        print(f"seed {seed}: status {last.get('status')}, score {score:.4f}, final_{primary} {final:.4f}")
+        extra = "".join(f", {k} {last[k]:.4g}" for k in ("final_modes", "final_hq", "final_rkl") if k in last)
+        print(f"seed {seed}: status {last.get('status')}, score {score:.4f}, final_{primary} {final:.4f}{extra}")
         if last.get("status") in ("ok", "stalled"):
             scores.append(score)
             finals.append(final)
