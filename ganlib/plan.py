@@ -123,13 +123,14 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
                          random=settings.searcher == "random")
     regular = _regular_checkpoints(settings)
     if settings.scheduler == "asha":
-        grace = _aligned(steps / 4, unit)  # GANs start noisily: the first rung at a quarter of the budget
+        # GANs start noisily: the first rung at a quarter of the budget unless the user moves it
+        grace = settings.first_rung or _aligned(steps / 4, unit)
         rungs = asha_rungs(grace, steps, ASHA_REDUCTION) if grace < steps else []
         scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=grace,
                                   reduction_factor=ASHA_REDUCTION) if rungs else None
         text = f"ASHA: reduction {ASHA_REDUCTION}, rungs at steps {', '.join(map(str, rungs))}"
     elif settings.scheduler == "hyperband":
-        grace = _aligned(steps / HYPERBAND_REDUCTION ** 2, unit)
+        grace = settings.first_rung or _aligned(steps / HYPERBAND_REDUCTION ** 2, unit)
         brackets = max(1, sum(1 for s in range(8) if grace * HYPERBAND_REDUCTION ** s < steps))
         per_bracket = [asha_rungs(grace, steps, HYPERBAND_REDUCTION, b) for b in range(brackets)]
         rungs = sorted({r for b in per_bracket for r in b})

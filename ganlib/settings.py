@@ -62,6 +62,7 @@ class SweepSettings:
     gpus_per_trial: float = 0.0
     max_failures: int = 3
     scheduler: str = "asha"
+    first_rung: int | None = None  # ASHA / Hyperband grace period in steps (None: budget / 4, / 9)
     searcher: str = "tpe"
     collapse_stop: bool = True  # end a trial at its first collapsed / diverged / stalled verdict
     tracking_uri: str | None = None
@@ -148,6 +149,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial from its last checkpoint "
                                                               "(a lost worker, a preempted spot node)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
+    p.add_argument("--first-rung", type=int, help="step of the scheduler's first rung, where trials are first "
+                                                  "compared (asha: a quarter of --steps; hyperband: a ninth); "
+                                                  "later for GANs that start slowly")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna's TPE (default) or random sampling "
                                                                        "(a baseline); not with --scheduler pbt")
     p.add_argument("--no-collapse-stop", dest="collapse_stop", action="store_false",
@@ -208,6 +212,14 @@ def check_settings(s: SweepSettings) -> None:
                             "when Ray gave it a GPU (set --gpus-per-trial)")
     if s.searcher not in SEARCHERS:
         raise SettingsError("searcher", s.searcher, "one of " + ", ".join(SEARCHERS))
+    if s.first_rung is not None:
+        if s.scheduler not in ("asha", "hyperband"):
+            raise SettingsError("first_rung", s.first_rung, f"unset with --scheduler {s.scheduler} (it has no rungs)")
+        _integer("first_rung", s.first_rung, s.eval_every, s.steps - 1,
+                 f" (from --eval-every to below --steps = {s.steps}: a rung is an evaluation inside the budget)")
+        if s.first_rung % s.eval_every:
+            raise SettingsError("first_rung", s.first_rung, f"a multiple of --eval-every ({s.eval_every}): rungs "
+                                "are compared at evaluations")
     if s.scheduler == "pbt":
         if s.searcher != "tpe":
             raise SettingsError("searcher", s.searcher, "'tpe' (unset) with --scheduler pbt: PBT samples its "

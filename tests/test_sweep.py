@@ -52,6 +52,9 @@ def mlflow_runs(config):
     (dict(steps=0), "--steps = 0"),
     (dict(eval_every=5000), "--eval-every = 5000 is invalid: allowed an integer in [1, 40]"),
     (dict(eval_every=10, score_every=15), "a multiple of --eval-every"),
+    (dict(first_rung=40), "--first-rung = 40 is invalid: allowed an integer in [10, 39]"),
+    (dict(first_rung=15), "--first-rung = 15 is invalid: allowed a multiple of --eval-every"),
+    (dict(first_rung=20, scheduler="none"), "unset with --scheduler none"),
     (dict(device="cuda"), "a trial uses CUDA only when Ray gave it a GPU"),
     (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
     (dict(storage_path="/dev/null/ray"), "not writable"),
@@ -117,6 +120,10 @@ def test_rungs_are_tunes_own_and_are_checkpoints(tmp_path):
     for b in hyperband.scheduler._brackets:  # noqa: SLF001 - every bracket prunes within the budget
         milestones = [r for r, _ in b._rungs if r < 2000]
         assert milestones and set(milestones) <= set(hyperband.checkpoint_steps)
+    later = plan_sweep(settings(tmp_path, preset="default", first_rung=800), space)  # for slow starters
+    later_bracket = later.scheduler._brackets[0]  # noqa: SLF001
+    assert sorted(r for r, _ in later_bracket._rungs if r < 2000) == asha_rungs(800, 2000, 2) == [800, 1600]
+    assert later.checkpoint_steps == (800, 1600)
     pbt = plan_sweep(settings(tmp_path, scheduler="pbt", num_trials=4, max_concurrent=4), space)
     assert pbt.metric == "score" and pbt.log_hparams and len(pbt.population) == 4
 
