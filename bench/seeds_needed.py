@@ -5,7 +5,9 @@
 Each confirmation stage (``report/confirmation.json`` on a sweep's parent run) holds, per confirmed
 configuration, the robust scores of its seeds. The seed-to-seed spread of one configuration is
 what a comparison must beat: per sweep, the within-configuration standard deviation is pooled
-over its confirmed configurations (each configuration's own mean removed). With that sigma, the
+over its best two confirmed configurations (each one's own mean removed): the comparison a sweep
+is asked to settle. The same pooled over every confirmed configuration is printed beside it (a
+configuration with a failing seed inflates it). With that sigma, the
 number of seeds per configuration that a two-sided two-sample t-test (alpha 0.05) needs to detect a
 difference delta with 80 % power is found from the noncentral t distribution, for deltas of 5, 10
 and 20 % of the best configuration's mean, and for the difference the sweep actually saw between
@@ -31,7 +33,9 @@ def power(n: int, delta: float, sigma: float) -> float:
     df = 2 * n - 2
     ncp = delta / (sigma * math.sqrt(2 / n))
     t = stats.t.ppf(1 - ALPHA / 2, df)
-    return float(1 - stats.nct.cdf(t, df, ncp) + stats.nct.cdf(-t, df, ncp))
+    # Both tails as survival functions (P(T <= -t | ncp) = P(T >= t | -ncp)): scipy's noncentral t
+    # cdf returns NaN far in its tail (large ncp, few degrees of freedom), its sf does not.
+    return float(stats.nct.sf(t, df, ncp) + stats.nct.sf(t, df, -ncp))
 
 
 def seeds_needed(delta: float, sigma: float) -> int | None:
@@ -62,13 +66,15 @@ def describe(path: Path) -> dict:
     confirmation = json.loads(path.read_text())
     table = [t for t in confirmation["table"] if math.isfinite(t.get("mean", math.nan))]
     config = table[0]["config"]
-    sigma, df = pooled_sd(table)
+    sigma, df = pooled_sd(table[:2])  # the comparison that matters: the best against the runner-up
+    sigma_all, df_all = pooled_sd(table)
     best = table[0]["mean"]
     seen = table[1]["mean"] - best if len(table) > 1 else math.nan
     return {"path": str(path), "dataset": config.get("dataset"), "loss": config.get("loss"),
-            "constraint": config.get("constraint"), "primary": confirmation["primary"],
+            "primary": confirmation["primary"],
             "configs": len(table), "seeds": [len(t["scores"]) for t in table], "best_mean": best,
-            "sigma": sigma, "df": df, "sigma_ci": sd_interval(sigma, df) if df else (math.nan, math.nan),
+            "sigma": sigma, "df": df, "sigma_all": sigma_all, "df_all": df_all,
+            "sigma_ci": sd_interval(sigma, df) if df else (math.nan, math.nan),
             "needed": {f"{p:.0%}": seeds_needed(p * best, sigma) for p in (0.05, 0.10, 0.20)},
             "runner_up_gap": seen, "needed_for_gap": seeds_needed(seen, sigma)}
 
@@ -82,15 +88,16 @@ def main() -> None:
         raise SystemExit("no report/confirmation.json under the given paths")
     rows = [describe(f) for f in files]
     print(f"seeds per configuration for a two-sided t-test, alpha {ALPHA}, power {POWER:.0%}")
-    print(f"{'dataset':8} {'loss/constraint':18} {'metric':6} {'best mean':>9} {'sigma (95% CI)':>22} "
-          f"{'5%':>4} {'10%':>4} {'20%':>4} {'gap to 2nd':>11} {'seeds':>5}")
+    print(f"{'dataset':8} {'loss':12} {'metric':6} {'best mean':>9} {'sigma, top 2 (95% CI)':>24} "
+          f"{'5%':>4} {'10%':>4} {'20%':>4} {'gap to 2nd':>11} {'seeds':>5} {'sigma, all':>10}")
     for r in rows:
         lo, hi = r["sigma_ci"]
         n = r["needed"]
-        print(f"{r['dataset']:8} {str(r['loss']) + '/' + str(r['constraint']):18} {r['primary']:6} "
+        print(f"{r['dataset']:8} {str(r['loss']):12} {r['primary']:6} "
               f"{r['best_mean']:9.4f} {r['sigma']:8.4f} ({lo:.4f}-{hi:.4f}) "
               f"{_n(n['5%']):>4} {_n(n['10%']):>4} {_n(n['20%']):>4} {r['runner_up_gap']:11.4f} "
-              f"{_n(r['needed_for_gap']):>5}   [{r['configs']} configs x {r['seeds']} seeds, df {r['df']}]")
+              f"{_n(r['needed_for_gap']):>5} {r['sigma_all']:10.4f}   [{r['configs']} configs x {r['seeds']} "
+              f"seeds]")
     print(json.dumps(rows, indent=1, default=str))
 
 

@@ -47,4 +47,12 @@ def test_pooled_sd_removes_each_configurations_mean(tmp_path):
     path.write_text(json.dumps({"primary": "w1", "table": table}))
     row = seeds_needed.describe(path)
     assert row["runner_up_gap"] == pytest.approx(table[1]["mean"] - table[0]["mean"])
-    assert row["needed_for_gap"] == seeds_needed.seeds_needed(row["runner_up_gap"], sigma)
+    top_two, _ = seeds_needed.pooled_sd([{"scores": g} for g in groups[:2]])  # best vs runner-up
+    assert (row["sigma"], row["sigma_all"]) == (pytest.approx(top_two), pytest.approx(sigma))
+    assert row["needed_for_gap"] == seeds_needed.seeds_needed(row["runner_up_gap"], top_two)
+
+
+def test_power_is_finite_far_in_the_tail():
+    # scipy's nct.cdf is NaN here (2 seeds, ncp 12); the power must still be a number near 1
+    assert 0.99 < seeds_needed.power(2, 0.127, 0.0106) <= 1.0
+    assert [seeds_needed.seeds_needed(d, 0.0106) for d in (0.0318, 0.0637, 0.127)] == [4, 2, 2]
