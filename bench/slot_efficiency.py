@@ -32,7 +32,7 @@ import sys
 import time
 
 PHASES: dict[str, float] = {}
-STAGES: list[tuple[float, float]] = []  # (start, end) of each Tune run, driver clock
+SPANS: dict[str, list[tuple[float, float]]] = {}  # label -> (start, end) of each call, driver clock
 LIFETIMES: dict[str, list[float]] = {}  # trial id -> [started, ended], driver clock
 
 
@@ -44,20 +44,9 @@ def _timed(module, name: str, label: str):
         try:
             return original(*args, **kwargs)
         finally:
-            PHASES[label] = PHASES.get(label, 0.0) + time.perf_counter() - started
-
-    setattr(module, name, wrapper)
-
-
-def _stage_timed(module, name: str):
-    original = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            STAGES.append((started, time.perf_counter()))
+            ended = time.perf_counter()
+            PHASES[label] = PHASES.get(label, 0.0) + ended - started
+            SPANS.setdefault(label, []).append((started, ended))
 
     setattr(module, name, wrapper)
 
@@ -76,8 +65,9 @@ def _watch_trials(logger_class) -> None:
 
 def split_by_cause(slots: int, in_trial: dict[str, float]) -> dict[str, float]:
     """Slot-seconds of the Tune runs by cause (see the module's docstring)."""
+    stages = SPANS.get("Tune runs", [])
     out = {"in the trial": 0.0, "outside the trial": 0.0, "first start": 0.0, "tail": 0.0, "between trials": 0.0}
-    for start, end in STAGES:
+    for start, end in stages:
         mine = {t: life for t, life in LIFETIMES.items() if life[0] is not None and start <= life[0] <= end}
         last_start = max((life[0] for life in mine.values()), default=end)
         out["first start"] += sum(sorted(life[0] - start for life in mine.values())[:slots])
@@ -88,7 +78,7 @@ def split_by_cause(slots: int, in_trial: dict[str, float]) -> dict[str, float]:
             out["outside the trial"] += ended - began - inside
             if ended >= last_start:
                 out["tail"] += end - ended
-        out["between trials"] = slots * sum(e - s for s, e in STAGES) - sum(out.values())
+    out["between trials"] = slots * sum(e - s for s, e in stages) - sum(out.values())  # the rest
     return out
 
 
@@ -106,7 +96,6 @@ def main(argv: list[str]) -> None:
                                 (ganlib.report, "write_sweep_report", "report"),
                                 (ganlib.cluster.Cluster, "close", "Ray shutdown")):
         _timed(module, name, label)
-    _stage_timed(ganlib.sweep, "_tune_run")
     import ganlib.tracking
 
     _watch_trials(ganlib.tracking.SweepLogger)
@@ -138,7 +127,7 @@ def main(argv: list[str]) -> None:
     print("slot time of the Tune runs by cause:")
     for cause, seconds in split_by_cause(slots, in_trial).items():
         print(f"  {cause:18} {seconds:7.1f} slot-s  {seconds / (slots * tune_wall):6.1%}")
-    print(f"  (stages: {', '.join(f'{e - s:.0f} s' for s, e in STAGES)})")
+    print(f"  (stages: {', '.join(f'{e - s:.0f} s' for s, e in SPANS.get('Tune runs', []))})")
     print(ganlib.sweep.format_summary(settings, summary, "finished"))
 
 
