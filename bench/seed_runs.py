@@ -21,7 +21,7 @@ import tempfile
 import torch
 
 from ganlib.config import GanConfig
-from ganlib.confirm import FINAL_EVAL_FACTOR, interval, seeds_for
+from ganlib.confirm import Candidate, confirmation_configs, interval, seeds_for
 from ganlib.preflight import preflight
 from ganlib.settings import settings_from_args
 from ganlib.train import train
@@ -52,16 +52,17 @@ def main() -> None:
     point = space.to_config(space.start_points()[args.start_point]) if space.start_points() else {}
     overrides = dict(item.split("=", 1) for item in args.set)
     config = {**prepared.base, **space.fixed, **point, **{k: _value(v) for k, v in overrides.items()},
-              "device": "cpu", "collapse": {"stall_patience": 0},
-              "final_eval_samples": FINAL_EVAL_FACTOR * prepared.base["eval_samples"]}
+              "device": "cpu"}
     primary = prepared.primary
     shown = {k: v for k, v in config.items() if k in space.fields or k in overrides}
     print(f"{args.space} on {args.dataset}: {shown}, {config['steps']} steps, primary {primary}")
+    # The confirmation stage's own configs (fresh seeds, no stall stop, the larger final evaluation)
+    runs = confirmation_configs([Candidate("start", config, math.nan)], seeds_for(args.sweep_seed, args.seeds),
+                                prepared.base["eval_samples"], checkpoint_every=config["steps"])
     scores, finals = [], []
-    for seed in seeds_for(args.sweep_seed, args.seeds):
-        last: dict = {}
-        train(GanConfig.from_dict({**config, "seed": seed}),
-              report=lambda metrics, _state, last=last: last.update(metrics))
+    for run in runs:
+        seed, last = run["seed"], {}
+        train(GanConfig.from_dict(run), report=lambda metrics, _state, last=last: last.update(metrics))
         score, final = float(last.get("score", math.nan)), float(last.get(f"final_{primary}", math.nan))
         extra = "".join(f", {k} {last[k]:.4g}" for k in ("final_modes", "final_hq", "final_rkl") if k in last)
         print(f"seed {seed}: status {last.get('status')}, score {score:.4f}, final_{primary} {final:.4f}{extra}")

@@ -128,7 +128,7 @@ class CollapseDetector:
         if self.n_modes and "modes" in m:
             few = m["modes"] <= r.min_mode_fraction * self.n_modes and m.get("hq", 1.0) >= r.mode_collapse_hq
             self._few_modes_for = self._few_modes_for + 1 if few else 0
-            if few and self._few_modes_for >= max(r.mode_patience, 1):
+            if self._few_modes_for >= max(r.mode_patience, 1):  # the count is 0 unless this one is few
                 return COLLAPSED, (f"mode collapse: {m['modes']:g} of {self.n_modes} modes covered by the "
                                    f"{m.get('hq', 1.0):.0%} high-quality samples at step {step} (limit "
                                    f"{r.min_mode_fraction:g} x {self.n_modes}), {self._few_modes_for} "
