@@ -41,8 +41,10 @@ class Candidate:
 
 
 def identity(config: dict[str, Any]) -> str:
-    """A configuration regardless of its seed and run settings: what makes two trials the same."""
-    keep = {k: v for k, v in config.items() if k in STRUCTURAL + HYPERPARAMS and k != "seed"}
+    """A configuration regardless of its seed and run settings: what makes two trials the same.
+    None is GanConfig's "unset": the confirmation stage's param space holds every candidate's keys,
+    so Tune gives an RMSprop run ``beta1: None`` when an Adam candidate is confirmed beside it."""
+    keep = {k: v for k, v in config.items() if k in STRUCTURAL + HYPERPARAMS and k != "seed" and v is not None}
     return json.dumps(keep, sort_keys=True, default=str)
 
 

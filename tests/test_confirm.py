@@ -57,6 +57,29 @@ def test_candidates_are_distinct_healthy_configurations_with_fresh_seeds():
     assert all(m["final_eval_samples"] == 8 * 512 and m["collapse"]["stall_patience"] == 0 for m in made)
 
 
+def test_runs_match_their_configuration_when_candidates_set_different_keys():
+    """Tune's generator fills every key of the confirmation stage's param space: an RMSprop run
+    confirmed beside an Adam one gets beta1 = None and must still count for its configuration."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from ganlib.sweep import _keys_of
+
+    rmsprop = Candidate("r", {"optimizer": "rmsprop", "lr_d": 1e-3, "clip": 0.01, "seed": 0}, 0.3)
+    adam = Candidate("a", {"optimizer": "adam", "lr_d": 1e-3, "beta1": 0.5, "beta2": 0.9, "seed": 0}, 0.4)
+    configs = confirmation_configs([rmsprop, adam], seeds_for(0, 2), eval_samples=512, checkpoint_every=100)
+    generator = BasicVariantGenerator(points_to_evaluate=configs)
+    generator.add_configurations({"c": {"run": lambda config: None, "config": _keys_of(configs),
+                                        "num_samples": len(configs)}})
+    trials = []
+    while (trial := generator.next_trial()) is not None:
+        trials.append(trial)
+    assert trials[0].config["beta1"] is None  # what Tune hands the RMSprop runs
+    runs = [{"identity": identity(t.config), "status": "completed", "score": 0.1 * i, "final_w1": 0.1 * i}
+            for i, t in enumerate(trials, 1)]
+    table = {t["trial_id"]: t for t in summarize(runs, [rmsprop, adam], "w1")["table"]}
+    assert table["r"]["scores"] == pytest.approx([0.1, 0.2]) and table["a"]["scores"] == pytest.approx([0.3, 0.4])
+
+
 def test_a_sweep_confirms_its_best_configurations(local_ray, tmp_path):
     from mlflow.tracking import MlflowClient
 
