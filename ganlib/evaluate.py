@@ -189,6 +189,7 @@ class Evaluator:
             if scored and (self.best is None or self.score < self.best["score"]):
                 self._keep_best(step, self.score)
             metrics["objective"] = self.best["score"]
+            metrics["best_step"] = self.best["step"]
         metrics.update(status=status, reason=reason, scored=scored)
         # Tune's progress table shows the first four numeric entries: make them the telling ones.
         lead = ["step", "objective", self.primary, *(k for k in ("modes", "diversity", "w_critic", "d_fake")

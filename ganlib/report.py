@@ -49,10 +49,9 @@ def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int,
         trial_id = trial_id_of_result(result)
         status, reason = verdicts.get(trial_id) or trial_status(metrics, steps, result.error is not None)
         history = result.metrics_dataframe
-        scored = history[history["scored"].astype(bool)] if history is not None and "scored" in history else None
-        best_step = math.nan
-        if scored is not None and len(scored) and "score" in scored:
-            best_step = float(scored.loc[scored["score"].idxmin(), "step"])
+        # the evaluator's own record (kept in checkpoints): Tune's result file can lose rows when a
+        # trial restarts, as it is replaced by the copy last synced to storage
+        best_step = float(metrics["best_step"]) if status in HEALTHY and "best_step" in metrics else math.nan
         steps_run = int(metrics.get("step", 0))
         row = {"trial_id": trial_id, "status": status, "reason": reason, "steps_run": steps_run,
                "critic_steps": int(metrics.get("critic_steps", 0)),
@@ -60,7 +59,7 @@ def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int,
                "objective": float(metrics.get("objective", math.nan)),
                "best_score": float(metrics["objective"]) if status in HEALTHY and "objective" in metrics else math.nan,
                "best_step": best_step, "last_score": float(metrics.get("score", math.nan)),
-               f"last_{primary}": _last_value(history, primary)}
+               f"last_{primary}": _last_value(metrics, history, primary)}
         for name in METRIC_COLUMNS:
             row[name] = float(metrics[name]) if isinstance(metrics.get(name), (int, float)) else math.nan
         config = result.config or {}
@@ -71,7 +70,10 @@ def trial_rows(results, space, verdicts: dict[str, tuple[str, str]], steps: int,
     return rows
 
 
-def _last_value(history, name: str) -> float:
+def _last_value(last: dict[str, Any], history, name: str) -> float:
+    """The last result's value, else (``name`` is scored only at some evaluations) the history's last."""
+    if isinstance(last.get(name), (int, float)):
+        return float(last[name])
     if history is None or name not in history:
         return math.nan
     values = history[name].dropna()

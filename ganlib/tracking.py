@@ -9,10 +9,11 @@ own results hold everything regardless. Consequences worth knowing:
 
 * a trial restarted from a checkpoint (a lost worker, a resumed sweep) continues its own child
   run, and steps already logged are not logged again (each run's metric history has one value
-  per step);
+  per step; the tag ``replayed_results`` counts the results trained again and not logged);
 * a local SQLite store works on a multi-node cluster: only the driver writes to it;
 * under PBT, a trial's config changes when it exploits another: the new values are logged as
-  metrics ``hp_<name>`` by step and as ``config/step_<N>.json`` (params are immutable).
+  metrics ``hp_<name>`` at every step, from the first step trained under them, and as
+  ``config/step_<N>.json`` (params are immutable).
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ class SweepLogger(Callback):
         self.queue: TrackingQueue | None = None
         self.runs: dict[str, str] = {}  # trial id -> run id (worker thread)
         self.last_step: dict[str, int] = {}  # trial id -> last step logged (worker thread)
+        self.replayed: dict[str, int] = {}  # trial id -> results trained again after a restart (worker thread)
         self.configs: dict[str, dict[str, Any]] = {}  # trial id -> config last logged (PBT)
         self.trial_states: dict[str, str] = {}  # trial id -> Tune status at the end of the run
         self.verdicts: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason), saved with Tune's state
@@ -298,7 +300,9 @@ class SweepLogger(Callback):
         self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        config = dict(trial.config)
+        # The config this result was trained under: a PBT exploit replaces trial.config in the
+        # scheduler's hook, before callbacks see the result that triggered it.
+        config = dict(result.get("config") or trial.config)
         metrics = numeric_metrics(result, first=self.tags.get("primary_metric"))
         if self.log_hparams:
             metrics.update({f"hp_{k}": v for k, v in numeric_metrics(_public(config)).items()
@@ -373,8 +377,9 @@ class SweepLogger(Callback):
 
     def _log_result(self, client, trial_id: str, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
         run_id = self._ensure_run(client, trial_id, config)
-        if step <= self.last_step.get(trial_id, 0):
-            return  # replayed after a restart from an older checkpoint: already logged
+        if step <= self.last_step.get(trial_id, 0):  # replayed after a restart from an older checkpoint
+            self.replayed[trial_id] = self.replayed.get(trial_id, 0) + 1
+            return
         log_metrics(client, run_id, metrics, step)
         self.last_step[trial_id] = step
 
@@ -389,6 +394,8 @@ class SweepLogger(Callback):
         run_id = self._ensure_run(client, trial_id, config)
         client.set_tag(run_id, "status", status)
         client.set_tag(run_id, "reason", reason[:5000])
+        if self.replayed.get(trial_id):
+            client.set_tag(run_id, "replayed_results", str(self.replayed[trial_id]))
         if checkpoint is not None:
             try:
                 artifacts = self._checkpoint_artifacts(config, checkpoint)

@@ -370,11 +370,9 @@ def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(t
     for child in children:  # every run reaches the budget with every evaluation step, once
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss_d"))
         assert steps == list(range(50, 3001, 50))
-    restarts = [json.loads(line) for p in (tmp_path / "ray" / "workers").glob("*/result.json")
-                for line in p.read_text().splitlines()]
-    replayed = sum(1 for a, b in zip(restarts, restarts[1:], strict=False)
-                   if a["trial_id"] == b["trial_id"] and b["step"] <= a["step"])
-    assert replayed >= 1  # some steps after a checkpoint were trained again (and not re-logged)
+    # some steps after a checkpoint were trained again, and not logged again (Tune's own result.json
+    # cannot show it: a restart replaces it with the copy last synced to storage)
+    assert sum(int(c.data.tags.get("replayed_results", 0)) for c in children) >= 1
 
 
 # -- the tracking server goes away --------------------------------------------------------------------
