@@ -62,7 +62,8 @@ class SweepSettings:
     gpus_per_trial: float = 0.0
     max_failures: int = 3
     scheduler: str = "asha"
-    first_rung: int | None = None  # ASHA / Hyperband grace period in steps (None: budget / 4, / 9)
+    first_rung: int | None = None  # ASHA / Hyperband grace period in steps (None: budget / 20, / 9)
+    rung_reduction: int | None = None  # ASHA / Hyperband reduction factor (None: 5, 3)
     searcher: str = "tpe"
     collapse_stop: bool = True  # end a trial at its first collapsed / diverged / stalled verdict
     tracking_uri: str | None = None
@@ -150,8 +151,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                                               "(a lost worker, a preempted spot node)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     p.add_argument("--first-rung", type=int, help="step of the scheduler's first rung, where trials are first "
-                                                  "compared (asha: a quarter of --steps; hyperband: a ninth); "
-                                                  "later for GANs that start slowly")
+                                                  "compared (asha: a twentieth of --steps; hyperband: --steps / "
+                                                  "reduction^2); later for GANs that start slowly")
+    p.add_argument("--rung-reduction", type=int, help="the scheduler's reduction factor: a rung keeps the best "
+                                                      "1/N of the trials it has seen and the next rung is N "
+                                                      "times later (asha: 5; hyperband: 3)")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna's TPE (default) or random sampling "
                                                                        "(a baseline); not with --scheduler pbt")
     p.add_argument("--no-collapse-stop", dest="collapse_stop", action="store_false",
@@ -220,6 +224,11 @@ def check_settings(s: SweepSettings) -> None:
         if s.first_rung % s.eval_every:
             raise SettingsError("first_rung", s.first_rung, f"a multiple of --eval-every ({s.eval_every}): rungs "
                                 "are compared at evaluations")
+    if s.rung_reduction is not None:
+        if s.scheduler not in ("asha", "hyperband"):
+            raise SettingsError("rung_reduction", s.rung_reduction,
+                                f"unset with --scheduler {s.scheduler} (it has no rungs)")
+        _integer("rung_reduction", s.rung_reduction, 2, 10)
     if s.scheduler == "pbt":
         if s.searcher != "tpe":
             raise SettingsError("searcher", s.searcher, "'tpe' (unset) with --scheduler pbt: PBT samples its "

@@ -152,6 +152,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], str
         ("flag-steps", ["--steps", "-5"], {}, "--steps = -5"),
         ("flag-eval-every", ["--eval-every", "5000"], {}, "--eval-every = 5000"),
         ("flag-score-every", ["--eval-every", "10", "--score-every", "15"], {}, "multiple of --eval-every"),
+        ("flag-rung-reduction", ["--rung-reduction", "1"], {}, "--rung-reduction = 1 is invalid"),
         ("flag-eval-samples", ["--eval-samples", "1"], {}, "--eval-samples = 1"),
         ("flag-width", ["--width", "0"], {}, "--width = 0"),
         ("flag-cpus-zero", ["--cpus-per-trial", "0"], {}, "--cpus-per-trial = 0"),

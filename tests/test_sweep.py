@@ -55,6 +55,8 @@ def mlflow_runs(config):
     (dict(first_rung=40), "--first-rung = 40 is invalid: allowed an integer in [10, 39]"),
     (dict(first_rung=15), "--first-rung = 15 is invalid: allowed a multiple of --eval-every"),
     (dict(first_rung=20, scheduler="none"), "unset with --scheduler none"),
+    (dict(rung_reduction=1), "--rung-reduction = 1 is invalid: allowed an integer in [2, 10]"),
+    (dict(rung_reduction=2, scheduler="pbt", num_trials=4, max_concurrent=4), "unset with --scheduler pbt"),
     (dict(device="cuda"), "a trial uses CUDA only when Ray gave it a GPU"),
     (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
     (dict(storage_path="/dev/null/ray"), "not writable"),
@@ -114,16 +116,19 @@ def test_rungs_are_tunes_own_and_are_checkpoints(tmp_path):
     space = load_space("wgan_clip")
     plan = plan_sweep(settings(tmp_path, preset="default"), space)
     bracket = plan.scheduler._brackets[0]  # noqa: SLF001 - Tune's own milestones, to compare with
-    assert sorted(r for r, _ in bracket._rungs if r < 2000) == asha_rungs(500, 2000, 2) == [500, 1000]
-    assert plan.checkpoint_steps == (500, 1000) and plan.metric == "objective"
+    assert sorted(r for r, _ in bracket._rungs if r < 2000) == asha_rungs(100, 2000, 5) == [100, 500]
+    assert plan.checkpoint_steps == (100, 500) and plan.metric == "objective"
     hyperband = plan_sweep(settings(tmp_path, preset="default", scheduler="hyperband"), space)
     for b in hyperband.scheduler._brackets:  # noqa: SLF001 - every bracket prunes within the budget
         milestones = [r for r, _ in b._rungs if r < 2000]
         assert milestones and set(milestones) <= set(hyperband.checkpoint_steps)
     later = plan_sweep(settings(tmp_path, preset="default", first_rung=800), space)  # for slow starters
     later_bracket = later.scheduler._brackets[0]  # noqa: SLF001
-    assert sorted(r for r, _ in later_bracket._rungs if r < 2000) == asha_rungs(800, 2000, 2) == [800, 1600]
-    assert later.checkpoint_steps == (800, 1600)
+    assert sorted(r for r, _ in later_bracket._rungs if r < 2000) == asha_rungs(800, 2000, 5) == [800]
+    assert later.checkpoint_steps == (800,)
+    before = plan_sweep(settings(tmp_path, preset="default", first_rung=500, rung_reduction=2), space)
+    assert before.checkpoint_steps == (500, 1000)  # the schedule the studies in docs/studies ran with
+    assert before.description.startswith("ASHA: reduction 2, rungs at steps 500, 1000")
     pbt = plan_sweep(settings(tmp_path, scheduler="pbt", num_trials=4, max_concurrent=4), space)
     assert pbt.metric == "score" and pbt.log_hparams and len(pbt.population) == 4
 
