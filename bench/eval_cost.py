@@ -7,7 +7,7 @@ For each shipped search space, its first start point (the paper's settings) is t
 whole `default`-preset trial (2,000 generator steps, the preset's width for the model kind) on
 each dataset, evaluating as a sweep trial does: a light evaluation every 100 steps (the critic's
 reading, modes, sliced W1, FID features, diversity, the collapse rules) and a scored one every
-500 steps, at the ASHA rungs (500, 1,000) and at the end (exact W1 on 2-D data, KID on images, the
+500 steps, at the ASHA rungs (100, 500) and at the end (exact W1 on 2-D data, KID on images, the
 score). Training and evaluation are timed side by side in one process; the share printed is
 evaluation time over the trial's total (training + evaluation).
 """
@@ -21,7 +21,7 @@ import torch
 
 from ganlib.config import GanConfig
 from ganlib.evaluate import Evaluator
-from ganlib.plan import asha_rungs
+from ganlib.plan import ASHA_REDUCTION, asha_first_rung, asha_rungs
 from ganlib.settings import PRESETS
 from ganlib.spaces import available, load_space
 from ganlib.trainer import Trainer
@@ -36,7 +36,8 @@ def trial_config(space_name: str, dataset: str, steps: int) -> dict:
     width = preset["width"][model_kind]
     return {**space.fixed, **start, "dataset": dataset, "steps": steps, "eval_every": preset["eval_every"],
             "score_every": preset["score_every"], "eval_samples": preset["eval_samples"], "device": "cpu",
-            "checkpoint_steps": asha_rungs(steps // 4, steps, 2), **({"width": width} if width else {})}
+            "checkpoint_steps": asha_rungs(asha_first_rung(steps, preset["eval_every"]), steps, ASHA_REDUCTION),
+            **({"width": width} if width else {})}
 
 
 def measure(config: dict) -> tuple[float, float, int, int]:

@@ -7,6 +7,11 @@ of running the same sweep (same space, trial count, budget and seeds):
 
     python bench/search_efficiency.py                       # grid25, wgan_gp_lambda, 3 seeds (~40 min here)
     python bench/search_efficiency.py --seeds 0 --num-trials 8 --steps 500   # a quick look
+    python bench/search_efficiency.py                       # again, after changing a default: reruns it alone
+
+Each sweep's per-trial record is kept in ``--out``/trials and reused by a later call whose
+settings (and, for the default, whose schedule: the plan's description) are the same, so a
+change to the defaults reruns the default arm only; ``--rerun`` runs everything again.
 
 Work is counted as the platform counts it: critic + generator steps (a generator step costs
 n_critic critic steps) and trial seconds. For each sweep the trials are ordered by the time they
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
+import time
 from pathlib import Path
 
 METHODS = {
@@ -33,24 +40,53 @@ METHODS = {
 HEALTHY = ("completed", "stopped_early", "stalled")
 
 
-def run_method(method: str, seed: int, args, out: Path) -> list[dict]:
+def sweep_settings(method: str, seed: int, args, out: Path):
+    from ganlib.settings import SweepSettings
+
+    return SweepSettings(space=args.space, dataset=args.dataset, preset="default", num_trials=args.num_trials,
+                         steps=args.steps, seed=seed, name=f"{method}-{seed}", device="cpu",
+                         tracking_uri=f"sqlite:///{out}/mlflow.db", storage_path=str(out / "ray"),
+                         max_concurrent=args.max_concurrent, confirm_top=0,  # the search alone is compared
+                         **METHODS[method])
+
+
+def record_key(settings) -> dict:
+    """What decides a sweep's outcome: its settings and the schedule the plan makes of them."""
+    from ganlib.plan import plan_sweep
+    from ganlib.spaces import load_space
+
+    return {"space": settings.space, "dataset": settings.dataset, "num_trials": settings.num_trials,
+            "steps": settings.steps, "seed": settings.seed, "max_concurrent": settings.max_concurrent,
+            "plan": plan_sweep(settings, load_space(settings.space)).description,
+            "collapse_stop": settings.collapse_stop}
+
+
+def trials_of(method: str, seed: int, args, out: Path) -> list[dict]:
+    """The sweep's per-trial record: reused from an earlier call with the same key, else run."""
+    settings = sweep_settings(method, seed, args, out)
+    key, path = record_key(settings), out / "trials" / f"{method}-{seed}.json"
+    if path.exists() and not args.rerun and (saved := json.loads(path.read_text()))["key"] == key:
+        print(f"{method} seed {seed}: reusing {path} (run {saved['ran']})")
+        return saved["trials"]
+    shutil.rmtree(settings.experiment_path, ignore_errors=True)  # an earlier sweep of the same name
+    trials = run_method(settings, args.steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "ran": time.strftime("%Y-%m-%d %H:%M"), "trials": trials}, indent=1))
+    return trials
+
+
+def run_method(settings, steps: int) -> list[dict]:
     """One sweep; per trial (in the order trials ended): work done and its best healthy score."""
     from ray.tune import ExperimentAnalysis
 
-    from ganlib.settings import SweepSettings
     from ganlib.sweep import run_sweep
     from ganlib.tracking import trial_status
 
-    settings = SweepSettings(space=args.space, dataset=args.dataset, preset="default", num_trials=args.num_trials,
-                             steps=args.steps, seed=seed, name=f"{method}-{seed}", device="cpu",
-                             tracking_uri=f"sqlite:///{out}/mlflow.db", storage_path=str(out / "ray"),
-                             max_concurrent=args.max_concurrent, confirm_top=0,  # the search alone is compared
-                             **METHODS[method])
     run_sweep(settings)
     trials = []
     for df in ExperimentAnalysis(settings.experiment_path).trial_dataframes.values():
         last = df.iloc[-1].to_dict()
-        status, _ = trial_status(last, args.steps, errored=False)
+        status, _ = trial_status(last, steps, errored=False)
         trials.append({"ended": float(last["timestamp"]), "status": status,
                        "work_steps": float(last["critic_steps"] + last["step"]),
                        "work_seconds": float(last["time_total_s"]),
@@ -83,6 +119,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/search_efficiency"))
+    parser.add_argument("--rerun", action="store_true", help="run every method again, ignoring earlier records")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +129,7 @@ def main() -> None:
     curves: dict[str, list] = {m: [] for m in METHODS}
     for seed in args.seeds:
         for method in METHODS:
-            curves[method].append(anytime(run_method(method, seed, args, args.out)))
+            curves[method].append(anytime(trials_of(method, seed, args, args.out)))
     ray.shutdown()
 
     finals = {m: [c[-1] for c in cs] for m, cs in curves.items()}
@@ -144,6 +181,9 @@ def _plot(curves, path: Path, title: str) -> None:
             if points:
                 ax.step(*zip(*points, strict=True), where="post", color=colours[method], alpha=0.8,
                         label=method if i == 0 else None)
+    finals = [curve[-1][2] for runs in curves.values() for curve in runs if math.isfinite(curve[-1][2])]
+    if finals:  # the region where the methods differ; the first pruned trials' early scores lie far above
+        ax.set_ylim(0.95 * min(finals), 2 * max(finals))
     ax.set_xlabel("work: critic + generator steps (cumulative)")
     ax.set_ylabel("best score so far (w1)")
     ax.set_title(title, fontsize=9)
