@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Any
 
 from .report_page import render_report_page
-from .tracking import log_bytes, log_metrics, trial_status
+from .tracking import find_trial_run, log_bytes, log_metrics, trial_status
 
 REPORT_DIR = "report"
 HEALTHY = ("completed", "stopped_early", "stalled")
@@ -169,20 +169,31 @@ def _param_plot(rows, space, name: str, metric: str, confirmation: dict[str, Any
     return png(fig)
 
 
-def _curves_plot(results, best_ids: list[str], metric: str) -> bytes:
+def _curves_plot(curves: dict[str, list[tuple[int, float]]], metric: str) -> bytes:
+    """``curves``: trial id -> (step, value) points."""
     from .figures import new_figure, png
 
     fig, ax = new_figure()
-    for result in results:
-        df = result.metrics_dataframe
-        if trial_id_of_result(result) in best_ids and df is not None and metric in df:
-            points = df[["step", metric]].dropna()
-            ax.plot(points["step"], points[metric], marker=".", label=trial_id_of_result(result))
+    for trial_id, points in curves.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=trial_id)
     ax.set_xlabel("generator step")
     ax.set_ylabel(metric)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return png(fig)
+
+
+def logged_curves(client, parent_run_id: str, trial_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """Each trial's ``metric`` by step from its MLflow run (one value per step, whatever restarts
+    the trial had; Tune's own result files lose rows on a restart)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    curves = {}
+    for trial_id in trial_ids:
+        run_id = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+        history = client.get_metric_history(run_id, metric) if run_id else []
+        curves[trial_id] = sorted((m.step, m.value) for m in history if math.isfinite(m.value))
+    return curves
 
 
 def _table_bytes(rows: list[dict[str, Any]]) -> tuple[bytes, bytes]:
@@ -264,7 +275,8 @@ def write_sweep_report(client, parent_run_id: str, built: dict[str, Any], result
         log_bytes(client, parent_run_id, json.dumps(best, indent=2, default=str).encode(),
                   f"{REPORT_DIR}/best_config.json")
         client.set_tag(parent_run_id, "best_trial", summary["best"]["trial_id"])
-        images["learning_curves_best.png"] = _curves_plot(results, summary["ranked"][:3], primary)
+        images["learning_curves_best.png"] = _curves_plot(
+            logged_curves(client, parent_run_id, summary["ranked"][:3], primary), primary)
     for file_name, data in images.items():
         log_bytes(client, parent_run_id, data, f"{REPORT_DIR}/{file_name}")
     work = summary["work"]

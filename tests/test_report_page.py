@@ -251,25 +251,26 @@ def test_a_sweep_with_no_trial_and_no_best_still_renders():
 
 
 # -- the hook in report.write_sweep_report ---------------------------------------------------------
-class RecordingClient:
-    """The MlflowClient calls write_sweep_report makes, recorded (artifacts by path)."""
+def tracked_sweep(tmp_path: Path, histories: dict[str, list[float]]):
+    """A real SQLite MLflow store holding a parent run and one child run per trial, each child with
+    its ``w1`` history logged at steps 10, 20, ... as the sweep's logger logs it."""
+    from mlflow import MlflowClient
 
-    def __init__(self):
-        self.artifacts: dict[str, bytes] = {}
-        self.tags: dict[str, str] = {}
+    from ganlib.tracking import PARENT_TAG, TRIAL_ID_TAG
 
-    def log_artifact(self, run_id, local_path, artifact_path=None):
-        name = Path(local_path).name
-        self.artifacts[f"{artifact_path}/{name}" if artifact_path else name] = Path(local_path).read_bytes()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("report", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id).info.run_id
+    for trial_id, values in histories.items():
+        child = client.create_run(experiment_id, tags={PARENT_TAG: parent, TRIAL_ID_TAG: trial_id}).info.run_id
+        for i, value in enumerate(values):
+            client.log_metric(child, "w1", value, step=10 * (i + 1))
+    return client, parent
 
-    def set_tag(self, run_id, key, value):
-        self.tags[key] = value
 
-    def log_batch(self, run_id, metrics=(), params=(), tags=()):
-        pass
-
-    def get_run(self, run_id):
-        return SimpleNamespace(info=SimpleNamespace(artifact_uri=f"mlflow-artifacts:/1/{run_id}/artifacts"))
+def logged_artifacts(client, run_id: str) -> dict[str, bytes]:
+    root = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def fake_result(trial_id: str, config: dict, scores: list[float]):
@@ -284,23 +285,23 @@ def fake_result(trial_id: str, config: dict, scores: list[float]):
                            error=None)
 
 
-def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs():
-    from ganlib.report import write_sweep_report
+def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs(tmp_path):
+    from ganlib.report import build_report, write_sweep_report
     from ganlib.settings import SweepSettings
     from ganlib.spaces import load_space
 
     space = load_space("wgan_clip")
     settings = SweepSettings(space="wgan_clip", preset="smoke", name="hooked", tracking_uri="sqlite:///unused.db")
     base = {"loss": "wgan", "n_critic": 5, "lr_g": 1e-4, "lr_d": 1e-4, "optimizer": "rmsprop"}
-    results = [fake_result("t1", {**base, "clip": 0.01}, [3.0, 2.0, 1.5, 1.4]),
-               fake_result("t2", {**base, "clip": 0.5}, [4.0, 3.5, 3.4, 3.3])]
-    client = RecordingClient()
-    from ganlib.report import build_report
-
+    scores = {"t1": [3.0, 2.0, 1.5, 1.4], "t2": [4.0, 3.5, 3.4, 3.3]}
+    results = [fake_result("t1", {**base, "clip": 0.01}, scores["t1"]),
+               fake_result("t2", {**base, "clip": 0.5}, scores["t2"])]
+    client, parent = tracked_sweep(tmp_path, scores)
     built = build_report(results, space, settings, {}, "w1", "no scheduler")
-    summary = write_sweep_report(client, "run1", built, results, space, [])
-    page = client.artifacts["report/index.html"].decode()
-    pngs = {path: data for path, data in client.artifacts.items() if path.endswith(".png")}
+    summary = write_sweep_report(client, parent, built, results, space, [])
+    artifacts = logged_artifacts(client, parent)
+    page = artifacts["report/index.html"].decode()
+    pngs = {path: data for path, data in artifacts.items() if path.endswith(".png")}
     assert "report/learning_curves_best.png" in pngs and "report/w1_vs_clip.png" in pngs
     assert len(pngs) == len(summary["searched"]) + 1  # a plot per searched field, and the curves
     tree = Tree(page).root
@@ -310,3 +311,13 @@ def test_write_sweep_report_logs_index_html_embedding_the_pngs_it_logs():
     assert [tr.attrs["data-trial"] for tr in tree.find("table", id="trial-table")[0].find("tbody")[0].find("tr")] \
         == ["t1", "t2"]
     assert summary["best"]["trial_id"] == "t1" and "hooked" in tree.find("span", id="sweep-name")[0].text()
+
+
+def test_learning_curves_come_from_the_trials_mlflow_runs(tmp_path):
+    """Each best trial's curve is its run's metric history (Tune's result files lose rows when a
+    trial restarts; the runs have one value per step), and a trial without a run has no curve."""
+    from ganlib.report import logged_curves
+
+    client, parent = tracked_sweep(tmp_path, {"t1": [3.0, math.nan, 1.5], "t2": [4.0, 3.5]})
+    assert logged_curves(client, parent, ["t2", "t1", "gone"], "w1") == {
+        "t2": [(10, 4.0), (20, 3.5)], "t1": [(10, 3.0), (30, 1.5)], "gone": []}
