@@ -65,15 +65,6 @@ def pick_candidates(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any
     return out
 
 
-def longest_first(candidates: list[Candidate], rows: list[dict[str, Any]]) -> list[Candidate]:
-    """The candidates by the work per generator step of their search trial (critic steps + 1:
-    n_critic decides a run's length), most first, ties in rank order. The confirmation runs start
-    in this order, so the slots finish together (the longest-processing-time rule) rather than
-    one slot running the stage's last long run alone."""
-    work = {r["trial_id"]: r["critic_steps"] / r["steps_run"] + 1 for r in rows if r.get("steps_run")}
-    return sorted(candidates, key=lambda c: -work.get(c.trial_id, 0.0))
-
-
 def seeds_for(sweep_seed: int, count: int) -> list[int]:
     return [sweep_seed + SEED_OFFSET + j for j in range(count)]
 

@@ -214,17 +214,15 @@ def _confirm_stage(settings, prepared, plan, built, results, run, client, experi
     """The K best distinct healthy configurations, trained again on fresh seeds (``confirm.py``)."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from .confirm import confirmation_configs, confirms, identity, longest_first, pick_candidates, seeds_for, summarize
+    from .confirm import confirmation_configs, confirms, identity, pick_candidates, seeds_for, summarize
     from .report import trial_id_of_result
     from .tracking import SweepLogger, delete_orphan_runs, trial_status
 
     configs_by_trial = {trial_id_of_result(r): dict(r.config or {}) for r in results}
     candidates = pick_candidates(built["rows"], configs_by_trial, settings.confirm_top)
-    checkpoint_every = plan.checkpoint_every if not plan.population \
-        else settings.eval_every * max(1, settings.steps // 5 // settings.eval_every)
-    configs = confirmation_configs(longest_first(candidates, built["rows"]),  # the slowest runs start first
-                                   seeds_for(settings.seed, settings.confirm_seeds), settings.eval_samples,
-                                   checkpoint_every)
+    configs = confirmation_configs(candidates, seeds_for(settings.seed, settings.confirm_seeds),
+                                   settings.eval_samples, plan.checkpoint_every if not plan.population
+                                   else settings.eval_every * max(1, settings.steps // 5 // settings.eval_every))
     name = f"{settings.name}-confirm"
     logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps,
                          search_logger.searched, search_logger.tags, False, search_logger.real_points,

@@ -8,16 +8,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ganlib.confirm import (
-    Candidate,
-    confirmation_configs,
-    identity,
-    interval,
-    longest_first,
-    pick_candidates,
-    seeds_for,
-    summarize,
-)
+from ganlib.confirm import Candidate, confirmation_configs, identity, interval, pick_candidates, seeds_for, summarize
 from ganlib.settings import SweepSettings
 from ganlib.sweep import run_sweep
 
@@ -117,18 +108,3 @@ def test_a_sweep_confirms_its_best_configurations(local_ray, tmp_path):
     best = json.loads(Path(client.download_artifacts(parent, "report/best_config.json")).read_text())
     assert best["confirmed"]["trial_id"] == confirmation["best"] and "distinguishable_from_runner_up" in best
     assert client.get_run(parent).data.metrics["confirmed_mean"] == pytest.approx(means[0])
-
-
-def test_confirmation_runs_start_with_the_candidates_that_take_longest():
-    """n_critic decides a run's length: the runs of the candidate with the most critic steps per
-    generator step start first, so no slot is left running a long run alone at the end."""
-    rows = [{"trial_id": "quick", "steps_run": 2000, "critic_steps": 2000},   # n_critic 1
-            {"trial_id": "slow", "steps_run": 100, "critic_steps": 1000},     # n_critic 10, stopped at a rung
-            {"trial_id": "mid", "steps_run": 2000, "critic_steps": 10000},    # n_critic 5
-            {"trial_id": "mid2", "steps_run": 500, "critic_steps": 2500}]     # n_critic 5, ranked after mid
-    ranked = [Candidate(t, {"lr_d": i * 1e-3, "seed": 0}, 0.1 * i)
-              for i, t in enumerate(("quick", "mid", "slow", "mid2", "unknown"))]
-    assert [c.trial_id for c in longest_first(ranked, rows)] == ["slow", "mid", "mid2", "quick", "unknown"]
-    made = confirmation_configs(longest_first(ranked[:3], rows), seeds_for(0, 2), eval_samples=512,
-                                checkpoint_every=100)
-    assert [m["lr_d"] for m in made] == [2e-3, 2e-3, 1e-3, 1e-3, 0.0, 0.0]
