@@ -3,8 +3,9 @@
 Sweeps of GANs are sweeps of small models, whose steps on a CPU (or a GPU) are dominated by
 framework overhead. A cohort trains K members that share their structure (dataset, model, widths
 and norms, batch size, optimizer type, n_critic, loss and constraint) in one process: each
-network's parameters are stacked along a leading member axis and run through
-``torch.func.vmap(functional_call(...))``, so one kernel serves K members. Everything that may
+network's parameters are stacked along a leading member axis, so one kernel serves K members:
+plain MLPs (linear layers and ReLUs) run as batched matrix products, other networks through
+``torch.func.vmap(functional_call(...))`` (which costs more per call: bench/cohort_throughput.py). Everything that may
 differ between members is a tensor over that axis: learning rates, betas, momentum, the clip
 value, lambda; so are the seeds (each member keeps its own data and noise generators; members of
 one seed share one batch, as their solo runs would see the same one).
@@ -60,6 +61,22 @@ def _view(values: list[float], like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
 
 
+def _plain_mlp_layers(module: nn.Module) -> list[str] | None:
+    """The names of an MLP generator's or critic's linear layers when it is nothing but linear
+    layers and ReLUs (no norm layers), else None."""
+    from .models.mlp import MLPCritic, MLPGenerator
+
+    if not isinstance(module, (MLPGenerator, MLPCritic)):
+        return None
+    layers = list(module.net.named_children())
+    if any(not isinstance(m, (nn.Linear, nn.ReLU)) for _, m in layers):
+        return None
+    kinds = [isinstance(m, nn.Linear) for _, m in layers]
+    if kinds != [True, False] * (len(layers) // 2) + [True]:  # Linear, ReLU, ..., Linear
+        return None
+    return [f"net.{name}" for name, m in layers if isinstance(m, nn.Linear)]
+
+
 class StackedNetwork:
     """K networks of one structure: parameters and buffers stacked on a leading member axis."""
 
@@ -69,6 +86,22 @@ class StackedNetwork:
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")  # the structure; the tensors are ours
         self.training = True
+        self.linear_layers = _plain_mlp_layers(self.base)
+
+    def _batched_mlp(self, x: Tensor, shared: bool) -> Tensor:
+        """A plain MLP (linear layers and ReLUs) as batched matrix products: the same arithmetic
+        as vmap's, without its per-call batching of every module (measured: bench/cohort_throughput.py)."""
+        batch = x.shape[0] if shared else x.shape[1]
+        h = x.reshape(batch, -1) if shared else x.reshape(x.shape[0], batch, -1)
+        last = len(self.linear_layers) - 1
+        for i, name in enumerate(self.linear_layers):
+            weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+            h = torch.baddbmm(bias.unsqueeze(1), h.expand(weight.shape[0], -1, -1) if h.dim() == 2 else h,
+                              weight.transpose(1, 2))
+            if i < last:
+                h = torch.relu(h)
+        out_shape = getattr(self.base, "out_shape", None)
+        return h.view(h.shape[0], batch, *out_shape) if out_shape is not None else h.squeeze(2)
 
     @property
     def size(self) -> int:
@@ -76,6 +109,8 @@ class StackedNetwork:
 
     def __call__(self, x: Tensor, shared: bool = False) -> Tensor:
         """``x``: [K, B, ...] per member, or [B, ...] the same for all (``shared``)."""
+        if self.linear_layers is not None:
+            return self._batched_mlp(x, shared)
         self.base.train(self.training)
 
         def one(params, buffers, xi):
@@ -110,33 +145,41 @@ class StackedOptimizer:
         self.members = [dict(m) for m in members]
         self.state: list[dict[str, Tensor]] = [{} for _ in params]
         self.steps = 0
+        self._views: dict[tuple[str, int], Tensor] = {}  # (name, parameter index) -> [K, 1, ...]
 
-    def _h(self, name: str, like: Tensor) -> Tensor:
-        return _view([m[name] for m in self.members], like)
+    def _h(self, name: str, i: int) -> Tensor:
+        """Hyperparameter ``name`` per member, shaped to broadcast over parameter ``i`` (built once)."""
+        if (name, i) not in self._views:
+            self._views[name, i] = _view([m[name] for m in self.members], self.params[i])
+        return self._views[name, i]
+
+    def _zeros(self, state: dict[str, Tensor], key: str, like: Tensor) -> Tensor:
+        if key not in state:
+            state[key] = torch.zeros_like(like)
+        return state[key]
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
-        for p, state in zip(self.params, self.state, strict=True):
+        for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
             g = p.grad
             if g is None:
                 continue
-            lr = self._h("lr", p)
+            lr = self._h("lr", i)
             if self.kind == "adam":
-                b1, b2 = self._h("beta1", p), self._h("beta2", p)
-                m = state.setdefault("exp_avg", torch.zeros_like(p))
-                v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+                b1, b2 = self._h("beta1", i), self._h("beta2", i)
+                m, v = self._zeros(state, "exp_avg", p), self._zeros(state, "exp_avg_sq", p)
                 m.mul_(b1).add_((1 - b1) * g)
                 v.mul_(b2).add_((1 - b2) * g * g)
                 bias1, bias2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
                 denom = (v.sqrt() / bias2.sqrt()).add_(1e-8)
                 p.sub_(lr / bias1 * m / denom)
-            elif self.kind == "rmsprop":
-                sq = state.setdefault("square_avg", torch.zeros_like(p))
-                sq.mul_(0.99).add_(0.01 * g * g)
-                p.sub_(lr * g / sq.sqrt().add_(1e-8))
+            elif self.kind == "rmsprop":  # torch.optim.RMSprop's own in-place sequence
+                sq = self._zeros(state, "square_avg", p)
+                sq.mul_(0.99).addcmul_(g, g, value=0.01)
+                p.addcdiv_(g * lr, sq.sqrt().add_(1e-8), value=-1)
             else:  # sgd
-                momentum = self._h("momentum", p)
+                momentum = self._h("momentum", i)
                 buf = state.get("momentum_buffer")
                 buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
                 state["momentum_buffer"] = buf
@@ -148,6 +191,7 @@ class StackedOptimizer:
 
     def keep(self, index: Tensor, params: list[Tensor]) -> None:
         self.params = params
+        self._views.clear()
         self.members = [self.members[i] for i in index.tolist()]
         self.state = [{k: v[index].clone() for k, v in s.items()} for s in self.state]
 
@@ -177,6 +221,7 @@ class CohortTrainer:
         self.opt_d = StackedOptimizer(self.cfg0.optimizer, self.critic.parameters(),
                                       [_hparams(t.cfg, "d") for t in solos])
         self.step = 0
+        self._clips: list[Tensor] | None = None
 
     # -- per-member values --------------------------------------------------------------------------
     def _members(self) -> list[Trainer]:
@@ -240,8 +285,9 @@ class CohortTrainer:
         self.opt_d.step()
         if self.cfg0.constraint == "clip":
             with torch.no_grad():
-                for p in self.critic.parameters():
-                    c = _view([t.cfg.clip for t in members], p)
+                if self._clips is None:  # per member, per parameter; rebuilt when a member stops
+                    self._clips = [_view([t.cfg.clip for t in members], p) for p in self.critic.parameters()]
+                for p, c in zip(self.critic.parameters(), self._clips, strict=True):
                     p.clamp_(min=-c, max=c)
         return out
 
@@ -282,6 +328,7 @@ class CohortTrainer:
         """Member ``k`` stops: its slices leave the stacks and cost nothing more."""
         keep = torch.tensor([i for i, m in enumerate(self.active) if m != k], device=self.device)
         self.active = [m for m in self.active if m != k]
+        self._clips = None
         if not self.active:
             return
         self.generator.keep(keep)

@@ -73,6 +73,41 @@ def test_dcgan_members_with_batch_norm_on_images():
     _assert_same(cohort, solos, atol=1e-5)  # parameters and batch norm's running statistics
 
 
+def test_plain_mlps_run_as_batched_matrix_products_with_vmaps_outputs():
+    """Linear + ReLU MLPs take the batched-matmul path; its outputs and input gradients are those
+    of vmap over the modules, for per-member and shared inputs. MLPs with norm layers keep vmap."""
+    configs = _members("wasserstein", "gp", "adam")
+    cohort = CohortTrainer(configs)
+    assert cohort.critic.linear_layers == ["net.0", "net.2", "net.4"]
+    z = torch.randn(32, 2)  # ring8's z_dim is 2
+    x = torch.randn(2, 32, 2, requires_grad=True)
+    for net, inputs in ((cohort.generator, (z, True)), (cohort.generator, (z.expand(2, -1, -1), False)),
+                        (cohort.critic, (x, False)), (cohort.critic, (x[0].detach(), True))):
+        fast = net(*inputs)
+        layers, net.linear_layers = net.linear_layers, None
+        try:
+            reference = net(*inputs)
+        finally:
+            net.linear_layers = layers
+        torch.testing.assert_close(fast, reference)
+    (g_fast,) = torch.autograd.grad(cohort.critic(x).sum(), x)
+    cohort.critic.linear_layers = None
+    (g_ref,) = torch.autograd.grad(cohort.critic(x).sum(), x)
+    torch.testing.assert_close(g_fast, g_ref)
+    assert CohortTrainer(_members("wasserstein", "gp", "adam", d_norm="layer")).critic.linear_layers is None
+
+
+def test_mlp_members_with_layer_and_batch_norm_train_as_alone():
+    configs = _members("non_saturating", "none", "sgd", d_norm="layer", g_norm="batch")
+    cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
+    assert cohort.critic.linear_layers is None and cohort.generator.linear_layers is None
+    for _ in range(20):
+        cohort.train_step()
+        for solo in solos:
+            solo.train_step()
+    _assert_same(cohort, solos, atol=1e-5)
+
+
 def test_a_stopped_member_leaves_and_the_rest_continue_exactly():
     configs = _members("wasserstein", "clip", "rmsprop") + [dict(_members("wasserstein", "clip", "rmsprop")[0],
                                                                 lr_d=2e-3)]
