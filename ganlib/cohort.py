@@ -5,10 +5,10 @@ framework overhead. A cohort trains K members that share their structure (datase
 and norms, batch size, optimizer type, n_critic, loss and constraint) in one process: each
 network's parameters are stacked along a leading member axis, so one kernel serves K members:
 plain MLPs (linear layers and ReLUs) run as batched matrix products, other networks through
-``torch.func.vmap(functional_call(...))`` (which costs more per call: bench/cohort_throughput.py). Everything that may
-differ between members is a tensor over that axis: learning rates, betas, momentum, the clip
-value, lambda; so are the seeds (each member keeps its own data and noise generators; members of
-one seed share one batch, as their solo runs would see the same one).
+``torch.func.vmap(functional_call(...))``, which costs more per call (bench/cohort_throughput.py).
+Everything that may differ between members is a tensor over that axis: learning rates, betas,
+momentum, the clip value, lambda; so are the seeds (each member keeps its own data and noise
+generators; members of one seed share one batch, as their solo runs would see the same one).
 
 Each member's trajectory equals its configuration trained alone by ``Trainer`` (same seed, data
 and noise streams) to float tolerance: the losses are computed per member (vmapped), the
@@ -69,10 +69,7 @@ def _plain_mlp_layers(module: nn.Module) -> list[str] | None:
     if not isinstance(module, (MLPGenerator, MLPCritic)):
         return None
     layers = list(module.net.named_children())
-    if any(not isinstance(m, (nn.Linear, nn.ReLU)) for _, m in layers):
-        return None
-    kinds = [isinstance(m, nn.Linear) for _, m in layers]
-    if kinds != [True, False] * (len(layers) // 2) + [True]:  # Linear, ReLU, ..., Linear
+    if [type(m) for _, m in layers] != [nn.Linear, nn.ReLU] * (len(layers) // 2) + [nn.Linear]:
         return None
     return [f"net.{name}" for name, m in layers if isinstance(m, nn.Linear)]
 
