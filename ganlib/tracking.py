@@ -263,6 +263,7 @@ class SweepLogger(Callback):
         self.trial_states: dict[str, str] = {}  # trial id -> Tune status at the end of the run
         self.verdicts: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason), saved with Tune's state
         self.started: set[str] = set()  # trials that ran in this driver session
+        self.ended: set[str] = set()  # trials that completed or errored in this driver session
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
@@ -319,20 +320,27 @@ class SweepLogger(Callback):
         self._finish(trial, errored=True)
 
     def on_experiment_end(self, trials, **info) -> None:
-        """A trial Tune never completed nor errored was interrupted (after Ctrl-C Tune stops it as
-        TERMINATED without telling its callbacks), unless it ended in an earlier driver session."""
+        """Close every trial's run. A trial Tune never completed nor errored in this session was
+        interrupted (after Ctrl-C Tune stops it as TERMINATED without telling its callbacks). A
+        trial that ended in an earlier driver session keeps its verdict, and its run is closed
+        now if that driver was killed before its tracking thread got to it."""
         for trial in trials:
             self.trial_states[trial.trial_id] = trial.status
-            if trial.trial_id in self.verdicts:
-                continue
+            if trial.trial_id in self.ended:
+                continue  # _finish queued its end
+            errored = trial.status == "ERROR"
             if trial.status in ("TERMINATED", "ERROR") and trial.trial_id not in self.started:
-                self.verdicts[trial.trial_id] = trial_status(trial.last_result, self.steps, trial.status == "ERROR")
+                verdict = self.verdicts.get(trial.trial_id) or trial_status(trial.last_result, self.steps, errored)
+                self.verdicts[trial.trial_id] = verdict
+                self.queue.put(self._close_if_open, trial.trial_id, dict(trial.config), *verdict, trial.checkpoint,
+                               "FAILED" if errored else "FINISHED")
                 continue
             status, reason = trial_status(trial.last_result, self.steps, False, finished=False)
             self.verdicts[trial.trial_id] = (status, reason)
             self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
 
     def _finish(self, trial, errored: bool) -> None:
+        self.ended.add(trial.trial_id)
         status, reason = trial_status(trial.last_result, self.steps, errored)
         if errored:
             reason += f": {_error_text(trial)}"
@@ -405,6 +413,13 @@ class SweepLogger(Callback):
             for path, data in artifacts.items():
                 log_bytes(client, run_id, data, path)
         client.set_terminated(run_id, end)
+
+    def _close_if_open(self, client, trial_id: str, config: dict[str, Any], status: str, reason: str, checkpoint,
+                       end: str) -> None:
+        # Looked up without _ensure_run, which marks a continued run as running again.
+        run_id = self.runs.get(trial_id) or find_trial_run(client, self.experiment_id, self.parent_run_id, trial_id)
+        if run_id is None or client.get_run(run_id).info.status == "RUNNING":
+            self._end_run(client, trial_id, config, status, reason, checkpoint, end)
 
     def _checkpoint_artifacts(self, config: dict[str, Any], checkpoint) -> dict[str, bytes]:
         """From the trial's last checkpoint: the final generator weights, the best-score ones

@@ -292,6 +292,50 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
             proc.kill()
 
 
+def test_a_run_a_killed_driver_left_open_is_closed_by_the_resumed_sweep(tmp_path):
+    """The driver is killed after Tune saved a trial as TERMINATED but before the tracking thread
+    closed its run (the end is queued, not sent): the resumed sweep never sees that trial end
+    again, so it closes the run itself, with the trial's verdict; runs already closed stay as they
+    are. (The CI once caught a resumed report with a completed trial still 'running'.)"""
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from ganlib.tracking import SweepLogger
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("killed-driver")
+    parent = client.create_run(experiment_id).info.run_id
+    first = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
+    first.setup()
+    left_open, closed = (Trial("train_gan", config={"clip": c}, stub=True) for c in (0.01, 0.02))
+    for trial in (left_open, closed):
+        trial.set_status(Trial.RUNNING)
+        first.on_trial_start(0, [], trial)
+        for step in (100, 200, 300):
+            trial.update_last_result({"step": step, "w1": 1.0 / step, "objective": 1.0 / step})
+            first.on_trial_result(0, [], trial, dict(trial.last_result))
+        trial.set_status(Trial.TERMINATED)
+    first.on_trial_complete(0, [], closed)
+    assert first.close() == []  # the results and the closed trial's end were delivered...
+    saved = first.get_state()  # ...and Tune saved the experiment, left_open TERMINATED, before the kill
+
+    resumed = pickle.loads(pickle.dumps(first))  # Tune restores the pickled callback
+    resumed.set_state(saved)
+    resumed.setup()
+    closed_end = client.get_run(first.runs[closed.trial_id]).info.end_time
+    resumed.on_experiment_end([left_open, closed])
+    assert resumed.close() == []
+    runs = {t.trial_id: client.get_run(first.runs[t.trial_id]) for t in (left_open, closed)}
+    assert runs[left_open.trial_id].info.status == "FINISHED"
+    assert runs[left_open.trial_id].data.tags["status"] == "completed"
+    assert runs[closed.trial_id].info.end_time == closed_end  # not ended twice
+    assert runs[closed.trial_id].data.tags["status"] == "completed"
+    assert resumed.verdicts[left_open.trial_id] == ("completed", "")
+
+
 def _report(tmp_path: Path, name: str) -> dict:
     """What the report says, in terms that do not depend on the run (trial ids are random)."""
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
