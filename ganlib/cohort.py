@@ -29,10 +29,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .config import GanConfig
+from .config import HYPERPARAMS, STRUCTURAL, GanConfig, normalize_saved_config
 from .data import Dataset
 from .losses import LOSSES
-from .trainer import Trainer
+from .trainer import CheckpointMismatch, Trainer
+
+COHORT_FORMAT = "ganlib-cohort-1"
 
 # What members of one cohort must share: it decides the shapes and the computation.
 SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth", "z_dim", "d_norm", "g_norm",
@@ -131,6 +133,19 @@ class StackedNetwork:
         self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
 
+    def state_dict(self) -> dict[str, dict[str, Tensor]]:
+        return {"params": {k: v.detach().clone() for k, v in self.params.items()},
+                "buffers": {k: v.clone() for k, v in self.buffers.items()}}
+
+    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        """Stacks of the same members (the shapes are checked, names and all)."""
+        for mine, theirs in ((self.params, state["params"]), (self.buffers, state["buffers"])):
+            if {k: tuple(v.shape) for k, v in mine.items()} != {k: tuple(v.shape) for k, v in theirs.items()}:
+                raise CheckpointMismatch("the checkpoint's stacked networks differ in shape from this cohort's")
+        device = next(iter(self.params.values())).device
+        self.params = {k: v.to(device).clone().requires_grad_(True) for k, v in state["params"].items()}
+        self.buffers = {k: v.to(device).clone() for k, v in state["buffers"].items()}
+
 
 class StackedOptimizer:
     """torch.optim's Adam, RMSprop or SGD update, with hyperparameters per member (lr, betas,
@@ -192,6 +207,17 @@ class StackedOptimizer:
         self.members = [self.members[i] for i in index.tolist()]
         self.state = [{k: v[index].clone() for k, v in s.items()} for s in self.state]
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "state": [{k: v.clone() for k, v in s.items()} for s in self.state]}
+
+    def load_state_dict(self, state: dict[str, Any], params: list[Tensor]) -> None:
+        """Continue from ``state`` on ``params`` (the stacks just loaded); the hyperparameters
+        stay this optimizer's own."""
+        self.params, self.steps = params, int(state["steps"])
+        self.state = [{k: v.to(p.device).clone() for k, v in s.items()} for s, p in zip(state["state"], params,
+                                                                                       strict=True)]
+        self._views.clear()
+
 
 def _hparams(cfg: GanConfig, which: str) -> dict[str, float]:
     lr = cfg.lr_g if which == "g" else cfg.lr_d
@@ -219,6 +245,7 @@ class CohortTrainer:
                                       [_hparams(t.cfg, "d") for t in solos])
         self.step = 0
         self._clips: list[Tensor] | None = None
+        self.retired: dict[int, dict[str, dict[str, Tensor]]] = {}  # stopped member -> its last networks
 
     # -- per-member values --------------------------------------------------------------------------
     def _members(self) -> list[Trainer]:
@@ -311,18 +338,28 @@ class CohortTrainer:
         for t in self._members():
             t.step += 1
             t.critic_steps += self.cfg0.n_critic
+            t.real_samples_seen += self.cfg0.n_critic * self.cfg0.batch_size
         return stats
 
     # -- members ------------------------------------------------------------------------------------
     def member_trainer(self, k: int) -> Trainer:
-        """Member ``k``'s solo Trainer with its current networks copied in (evaluate, checkpoint)."""
-        t, i = self.solos[k], self.active.index(k)
-        t.generator.load_state_dict(self.generator.member_state(i))
-        t.critic.load_state_dict(self.critic.member_state(i))
+        """Member ``k``'s solo Trainer with its current networks copied in (evaluate, checkpoint);
+        a stopped member's holds the networks it stopped with."""
+        t = self.solos[k]
+        if k in self.retired:
+            nets = self.retired[k]
+        else:
+            i = self.active.index(k)
+            nets = {"generator": self.generator.member_state(i), "critic": self.critic.member_state(i)}
+        t.generator.load_state_dict(nets["generator"])
+        t.critic.load_state_dict(nets["critic"])
         return t
 
     def stop(self, k: int) -> None:
-        """Member ``k`` stops: its slices leave the stacks and cost nothing more."""
+        """Member ``k`` stops: its slices leave the stacks and cost nothing more (its last
+        networks are kept in ``retired``, for its checkpoint)."""
+        i = self.active.index(k)
+        self.retired[k] = {"generator": self.generator.member_state(i), "critic": self.critic.member_state(i)}
         keep = torch.tensor([i for i, m in enumerate(self.active) if m != k], device=self.device)
         self.active = [m for m in self.active if m != k]
         self._clips = None
@@ -332,6 +369,55 @@ class CohortTrainer:
         self.critic.keep(keep)
         self.opt_g.keep(keep, self.generator.parameters())
         self.opt_d.keep(keep, self.critic.parameters())
+
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The whole stack, the stopped members' last networks and every member's step, counters
+        and RNG streams: enough to continue every member exactly. Loadable with
+        ``torch.load(..., weights_only=True)``."""
+        return {
+            "format": COHORT_FORMAT, "step": self.step, "active": list(self.active),
+            "configs": [t.cfg.to_dict() for t in self.solos],
+            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "retired": {str(k): v for k, v in self.retired.items()},
+            "members": [{"step": t.step, "critic_steps": t.critic_steps, "real_samples_seen": t.real_samples_seen,
+                         "rng": {"data": t.data_rng.get_state(), "noise": t.noise_rng.get_state(),
+                                 "noise_device": t.device.type}} for t in self.solos],
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: a checkpoint of this cohort (same members, same configs)."""
+        if state.get("format") != COHORT_FORMAT:
+            raise CheckpointMismatch(f"checkpoint format {state.get('format')!r}, expected {COHORT_FORMAT!r}")
+        saved = state["configs"]
+        if len(saved) != len(self.solos):
+            raise CheckpointMismatch(f"the checkpoint holds {len(saved)} members, this cohort {len(self.solos)}")
+        for k, (t, cfg) in enumerate(zip(self.solos, saved, strict=True)):
+            diff = t.cfg.differences(normalize_saved_config(cfg), STRUCTURAL + HYPERPARAMS)
+            if diff:
+                raise CheckpointMismatch(f"member {k}'s config differs from the checkpoint's: "
+                                         + ", ".join(f"{n}: {a!r} vs {b!r}" for n, (a, b) in diff.items()))
+        for k in [m for m in self.active if m not in state["active"]]:
+            self.stop(k)  # the stacks and the optimizers' members now have the checkpoint's shapes
+        self.retired = {int(k): v for k, v in state["retired"].items()}
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"], self.generator.parameters())
+        self.opt_d.load_state_dict(state["opt_d"], self.critic.parameters())
+        self._clips = None
+        self.step = int(state["step"])
+        for t, member in zip(self.solos, state["members"], strict=True):
+            t.step, t.critic_steps = int(member["step"]), int(member["critic_steps"])
+            t.real_samples_seen = int(member["real_samples_seen"])
+            t.data_rng.set_state(member["rng"]["data"])
+            if member["rng"]["noise_device"] == t.device.type:
+                t.noise_rng.set_state(member["rng"]["noise"])
+            else:  # CUDA and CPU generator states are not interchangeable: continue reproducibly
+                t.noise_rng.manual_seed(t.cfg.seed + 1 + t.step)
+        torch.set_rng_state(state["torch_rng"])
 
 
 def _member_norms(params: list[Tensor]) -> Tensor:

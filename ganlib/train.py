@@ -33,8 +33,9 @@ class _RunningMeans:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
 
-    def add(self, stats: StepStats) -> None:
-        for name, value in dataclasses.asdict(stats).items():
+    def add(self, stats: StepStats | dict[str, torch.Tensor]) -> None:
+        values = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
+        for name, value in values.items():
             if value is not None:
                 self.sums[name] = self.sums.get(name, 0) + value.float()
         self.count += 1

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from ganlib.cohort import CohortError, CohortTrainer, StackedOptimizer
+from ganlib.cohort_run import train_cohort
 from ganlib.config import CONSTRAINTS, LOSSES
-from ganlib.trainer import Trainer
+from ganlib.train import train
+from ganlib.trainer import CheckpointMismatch, Trainer
 
 BASE = dict(dataset="ring8", width=16, depth=2, batch_size=32, steps=50, eval_every=10, device="cpu")
 OPTIMIZERS = {"adam": [dict(lr_d=1e-3, lr_g=2e-3, beta1=0.5, beta2=0.9), dict(lr_d=3e-4, lr_g=1e-4, beta1=0.0,
@@ -167,3 +169,90 @@ def test_members_that_do_not_share_structure_are_refused():
         CohortTrainer([a, dict(b, n_critic=3)])
     with pytest.raises(CohortError, match="spectral"):
         CohortTrainer([dict(a, d_norm="spectral"), dict(b, d_norm="spectral")])
+
+
+# -- the cohort's training run: each member evaluated, stopped and checkpointed as its solo run ----
+RUN = dict(steps=60, eval_every=20, score_every=20, checkpoint_every=20, eval_samples=256)
+COMPARED = ("step", "critic_steps", "loss_d", "loss_g", "w1", "score", "objective", "modes", "w_critic")
+
+
+def _solo_history(config):
+    history = []
+    train(config, lambda metrics, state: history.append(metrics))
+    return history
+
+
+def _cohort_history(configs, resume=None, stop_at=None):
+    """Per member, its reported metrics; and the checkpoints, by step."""
+    history, checkpoints = {k: [] for k in range(len(configs))}, {}
+
+    def report(results, state):
+        for k, metrics in results.items():
+            history[k].append(metrics)
+        if state is not None:
+            checkpoints[results[next(iter(results))]["step"]] = state
+        return stop_at(results) if stop_at else ()
+
+    cohort = train_cohort(configs, report, resume=resume)
+    return history, checkpoints, cohort
+
+
+def _assert_same_history(mine, theirs):
+    assert [m["step"] for m in mine] == [m["step"] for m in theirs]
+    for a, b in zip(mine, theirs, strict=True):
+        assert a["status"] == b["status"], (a["step"], a["reason"], b["reason"])
+        for key in COMPARED:
+            if key in b and isinstance(b[key], float):
+                assert a[key] == pytest.approx(b[key], rel=2e-3, abs=1e-4), (a["step"], key)
+
+
+def test_a_cohort_run_reports_each_member_as_its_solo_run():
+    configs = [dict(c, **RUN) for c in _members("wasserstein", "gp", "adam")]
+    history, checkpoints, cohort = _cohort_history(configs)
+    for k, config in enumerate(configs):
+        _assert_same_history(history[k], _solo_history(config))
+    assert sorted(checkpoints) == [20, 40, 60] and cohort.active == [0, 1]
+    assert history[0][-1]["w1"] != history[1][-1]["w1"]  # two different runs, each matched to its own
+
+
+def test_a_member_that_diverges_stops_and_the_others_train_on():
+    healthy, wild = (dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop"))
+    wild.update(lr_d=50.0, lr_g=50.0, clip=1e6)
+    history, _, cohort = _cohort_history([healthy, wild])
+    solo_wild = _solo_history(wild)
+    assert solo_wild[-1]["status"] == "diverged" and solo_wild[-1]["step"] < 60  # it does diverge alone
+    _assert_same_history(history[1], solo_wild)  # and stops at the same evaluation in the cohort
+    _assert_same_history(history[0], _solo_history(healthy))
+    assert cohort.active == [0] and cohort.generator.size == 1 and 1 in cohort.retired
+
+
+def test_a_member_the_reporter_stops_leaves_the_stack():
+    configs = [dict(c, **RUN) for c in _members("least_squares", "gp", "sgd")]
+    history, _, cohort = _cohort_history(configs, stop_at=lambda results: {1} if 1 in results else ())
+    assert [m["step"] for m in history[1]] == [20] and [m["step"] for m in history[0]] == [20, 40, 60]
+    assert cohort.active == [0] and cohort.solos[1].step == 20 and cohort.solos[0].step == 60
+    _assert_same_history(history[0], _solo_history(configs[0]))
+
+
+def test_a_cohort_resumes_every_member_from_its_checkpoint(tmp_path):
+    """Member 1 is stopped at step 20; the run is cut at step 40 and resumed from that checkpoint
+    (through torch.save / weights_only load, as Tune stores it): both members end as uninterrupted."""
+    configs = [dict(c, **RUN) for c in _members("non_saturating", "clip", "rmsprop")] + \
+        [dict(_members("non_saturating", "clip", "rmsprop")[0], **RUN, lr_d=2e-3)]
+    stop_1 = lambda results: {1} if 1 in results else ()  # noqa: E731
+    whole, checkpoints, _ = _cohort_history(configs, stop_at=stop_1)
+    torch.save(checkpoints[40], tmp_path / "cohort.pt")
+    state = torch.load(tmp_path / "cohort.pt", weights_only=True)
+    resumed, _, cohort = _cohort_history(configs, resume=state, stop_at=stop_1)
+    assert 1 not in resumed or not resumed[1]
+    for k in (0, 2):
+        _assert_same_history(resumed[k], [m for m in whole[k] if m["step"] > 40])
+    assert cohort.active == [0, 2] and sorted(cohort.retired) == [1]
+
+
+def test_a_cohort_checkpoint_of_other_members_is_refused():
+    configs = [dict(c, **RUN) for c in _members("wasserstein", "gp", "adam")]
+    _, checkpoints, _ = _cohort_history([dict(c, steps=20) for c in configs])
+    other = [configs[0], dict(configs[1], gp_lambda=3.0)]
+    with pytest.raises(CheckpointMismatch, match="member 1.*gp_lambda"):
+        train_cohort(other, lambda results, state: (), resume=checkpoints[20])

@@ -1,0 +1,78 @@
+"""A cohort's training run: ``train`` for K members at once.
+
+The members train as one stack (``cohort.CohortTrainer``) and are evaluated one by one, each by
+its own ``Evaluator`` on its own networks, at the cadence they share: each member's metrics,
+score, collapse rules and best-score weights are those its solo run would have. A member stops
+as a solo run would (its collapse / stall verdict, under ``stop_on_collapse``) or when the
+reporter says so (a scheduler's rung); a stopped member leaves the stack and costs nothing
+more. The run ends when its last member stops or reaches the budget.
+
+The reporter gets every evaluated member's metrics at once and, when a checkpoint is due, the
+state of the whole cohort (``cohort_checkpoint``); it returns the members it stops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .cohort import CohortTrainer
+from .collapse import OK
+from .config import GanConfig
+from .data import Dataset
+from .evaluate import Evaluator
+from .train import SAMPLES_IN_CHECKPOINT, _RunningMeans
+from .trainer import Throughput
+
+# report({member: metrics}, checkpoint_state_or_None) -> the members to stop now
+CohortReporter = Callable[[dict[int, dict[str, Any]], dict[str, Any] | None], Iterable[int] | None]
+
+
+def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReporter,
+                 resume: dict[str, Any] | None = None, data: Dataset | None = None) -> CohortTrainer:
+    """Run every member to ``steps`` generator iterations, or until it stops (from ``resume``'s
+    state if given: a ``cohort_checkpoint``)."""
+    cohort = CohortTrainer(configs, data)
+    evaluators = [Evaluator(t) for t in cohort.solos]
+    if resume is not None:
+        cohort.load_state_dict(resume["cohort"])
+        for evaluate, state in zip(evaluators, resume["evaluation"], strict=True):
+            evaluate.load_state_dict(state)
+    cfg = cohort.cfg0  # what members share: budget, cadence, checkpoints
+    means = {k: _RunningMeans() for k in cohort.active}
+    throughput = {k: Throughput(cohort.solos[k]) for k in cohort.active}
+    while cohort.active and cohort.step < cfg.steps:
+        stats = cohort.train_step()
+        for i, k in enumerate(cohort.active):
+            means[k].add({name: value[i] for name, value in stats.items()})
+        step = cohort.step
+        if step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps:
+            continue
+        results, ending = {}, set()
+        for k in cohort.active:
+            member = cohort.member_trainer(k)
+            evaluate = evaluators[k]
+            metrics = evaluate({"step": step, "critic_steps": member.critic_steps, **means[k].pop(),
+                                "samples_per_s": throughput[k].rate(), "opt_lr_d": member.cfg.lr_d,
+                                "opt_lr_g": member.cfg.lr_g})
+            stop = member.cfg.stop_on_collapse and metrics["status"] != OK
+            if cfg.final_eval_samples and (stop or step == cfg.steps):
+                metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
+            results[k] = metrics
+            if stop:
+                ending.add(k)
+        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or ending
+        told = report(results, cohort_checkpoint(cohort, evaluators) if save else None) or ()
+        for k in sorted(ending | {k for k in told if k in cohort.active}):
+            cohort.stop(k)
+        for k in cohort.active:
+            throughput[k].reset()
+    return cohort
+
+
+def cohort_checkpoint(cohort: CohortTrainer, evaluators: list[Evaluator]) -> dict[str, Any]:
+    """The whole cohort (``CohortTrainer.state_dict``), every member's evaluation state and each
+    active member's current samples (stopped members' samples are in the checkpoint they
+    stopped at)."""
+    n = min(cohort.cfg0.eval_samples, SAMPLES_IN_CHECKPOINT)
+    return {"cohort": cohort.state_dict(), "evaluation": [e.state_dict() for e in evaluators],
+            "samples": {k: cohort.member_trainer(k).sample(n) for k in cohort.active}}
