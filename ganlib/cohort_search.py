@@ -1,0 +1,136 @@
+"""What a sweep of cohorts tells its searcher and its scheduler: every member is a trial.
+
+``CohortSearch`` is Tune's searcher for cohort trials. A Tune trial is a cohort of up to ``size``
+members, and each member is its own Optuna trial, told its own result when it ends. The first
+member of a cohort samples every parameter; the others are asked with the cohort's shared
+parameters fixed (Optuna's ``enqueue_trial`` with a partial point: the sampler draws the rest),
+so a cohort's members differ only where members may differ (``cohort.SHARED``). The space's
+start points come first, a start point joining a cohort whose shared values it has.
+
+``MemberRungs`` puts members through Tune's own ASHA: each member is added to Ray's scheduler as
+a trial would be (drawing its bracket the same way) and its objective at a rung step gets the
+scheduler's own decision, so a member is stopped exactly when the same trial alone would be.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from .cohort import SHARED
+from .spaces import SearchSpace
+
+MEMBERS_KEY = "_members"  # the trial config's member configs (params only; the run settings are the trial's)
+NUMBERS_KEY = "_member_trials"  # their Optuna trial numbers
+
+
+def member_id(trial_id: str, k: int) -> str:
+    """A member's id: its cohort's trial id and its place in the cohort."""
+    return f"{trial_id}-m{k}"
+
+
+class CohortSearch(Searcher):
+    def __init__(self, space: SearchSpace, metric: str, seed: int, study_name: str, size: int, total: int,
+                 random: bool = False):
+        super().__init__(metric=metric, mode="min")
+        sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
+        self._ot_study = optuna.create_study(direction="minimize", sampler=sampler, study_name=study_name)
+        self.space, self.size, self.total = space, size, total
+        self.shared = tuple(p.name for p in space.params if p.target in SHARED)
+        self.starts = [dict(point) for point in space.start_points()]
+        self.asked = 0
+        self.members: dict[str, list[int]] = {}  # Tune trial id -> its members' Optuna trial numbers
+        self.told: set[int] = set()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        if self.asked >= self.total:
+            return Searcher.FINISHED
+        configs, numbers, shared = [], [], None
+        for _ in range(min(self.size, self.total - self.asked)):
+            start = self._next_start(shared)
+            if start is not None:
+                self._ot_study.enqueue_trial(start, skip_if_exists=False)
+            elif shared:
+                self._ot_study.enqueue_trial(shared, skip_if_exists=False)
+            trial = self._ot_study.ask()
+            fixed = self.space.define_by_run(trial)
+            if shared is None:
+                shared = {name: trial.params[name] for name in self.shared if name in trial.params}
+            configs.append({**fixed, **self.space.to_config(trial.params)})
+            numbers.append(trial.number)
+        self.asked += len(numbers)
+        self.members[trial_id] = numbers
+        return {MEMBERS_KEY: configs, NUMBERS_KEY: numbers}
+
+    def _next_start(self, shared: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The first start point left that fits a cohort of these shared values (any, for a new cohort)."""
+        for i, point in enumerate(self.starts):
+            if shared is None or all(point.get(k) == v for k, v in shared.items()):
+                return self.starts.pop(i)
+        return None
+
+    # -- what Optuna is told --------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Members that ended in this result are told now (a cohort runs on after a member stops)."""
+        for k, member in _members_of(result).items():
+            if member.get("ended"):
+                self._tell(self.members[trial_id][k], member.get(self.metric))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """The cohort ended: its members not told yet reached the budget, or failed with it."""
+        members = _members_of(result)
+        for k, number in enumerate(self.members.get(trial_id, [])):
+            if error:
+                self._tell(number, None, optuna.trial.TrialState.FAIL)
+            else:
+                self._tell(number, (members.get(k) or {}).get(self.metric))
+
+    def _tell(self, number: int, value: float | None, state=None) -> None:
+        if number in self.told:
+            return
+        self.told.add(number)
+        if state is None:  # a member with no value was stopped before its first evaluation
+            ok = value is not None and math.isfinite(value)
+            state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.PRUNED
+        self._ot_study.tell(number, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+
+    # -- Tune's experiment checkpoints ------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as out:
+            pickle.dump(self.__dict__.copy(), out)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as saved:
+            self.__dict__.update(pickle.load(saved))
+
+
+def _members_of(result: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    return {int(k): v for k, v in ((result or {}).get("members") or {}).items()}
+
+
+class _Member:
+    """What Ray's ASHA reads of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class MemberRungs:
+    """Ray's ASHA scheduler deciding for members: ``stop(member, step, objective)`` is True when
+    the scheduler would stop a trial reporting this result. The scheduler must have its metric
+    ("objective", mode "min") and time attribute ("step")."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def stop(self, member: str, step: int, objective: float) -> bool:
+        trial = _Member(member)
+        if member not in self.scheduler._trial_info:  # noqa: SLF001 - ASHA's member -> bracket map
+            self.scheduler.on_trial_add(None, trial)
+        action = self.scheduler.on_trial_result(None, trial, {"step": step, "objective": objective})
+        return action == TrialScheduler.STOP
