@@ -424,3 +424,21 @@ def _member_norms(params: list[Tensor]) -> Tensor:
     """The gradient norm of each member over all its parameters: [K]."""
     grads = [p.grad.flatten(1) for p in params if p.grad is not None]
     return torch.cat(grads, dim=1).norm(2, dim=1)
+
+
+def member_checkpoint(state: dict[str, Any], k: int) -> dict[str, Any]:
+    """Member ``k`` of a cohort checkpoint (``cohort_run.cohort_checkpoint``) as a solo run's
+    checkpoint reads for its artifacts and its evaluation: config, step, generator, critic,
+    evaluation state and samples. Its optimizer and RNG states stay in the stack: a member is
+    continued only as part of its cohort."""
+    cohort = state["cohort"]
+    if str(k) in cohort["retired"]:
+        nets = cohort["retired"][str(k)]
+    else:
+        i = cohort["active"].index(k)
+        nets = {net: {name: t[i] for part in ("params", "buffers") for name, t in cohort[net][part].items()}
+                for net in ("generator", "critic")}
+    member = cohort["members"][k]
+    return {"format": COHORT_FORMAT, "config": cohort["configs"][k], "step": member["step"],
+            "critic_steps": member["critic_steps"], "generator": nets["generator"], "critic": nets["critic"],
+            "evaluation": state["evaluation"][k], "samples": state.get("samples", {}).get(str(k))}

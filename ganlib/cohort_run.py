@@ -3,12 +3,15 @@
 The members train as one stack (``cohort.CohortTrainer``) and are evaluated one by one, each by
 its own ``Evaluator`` on its own networks, at the cadence they share: each member's metrics,
 score, collapse rules and best-score weights are those its solo run would have. A member stops
-as a solo run would (its collapse / stall verdict, under ``stop_on_collapse``) or when the
-reporter says so (a scheduler's rung); a stopped member leaves the stack and costs nothing
+as a solo run would (its collapse / stall verdict, under ``stop_on_collapse``) or when
+``decide`` says so (a scheduler's rung); a stopped member leaves the stack and costs nothing
 more. The run ends when its last member stops or reaches the budget.
 
-The reporter gets every evaluated member's metrics at once and, when a checkpoint is due, the
-state of the whole cohort (``cohort_checkpoint``); it returns the members it stops."""
+At each evaluation the reporter gets every member's latest metrics (``ended`` True for a member
+that has stopped or reached the budget; a stopped member's are those it stopped with) and, when
+a checkpoint is due, the state of the whole cohort (``cohort_checkpoint``). Stops are decided
+before the checkpoint is taken, so a cohort restored from it never runs a stopped member again.
+"""
 
 from __future__ import annotations
 
@@ -23,20 +26,25 @@ from .evaluate import Evaluator
 from .train import SAMPLES_IN_CHECKPOINT, _RunningMeans
 from .trainer import Throughput
 
-# report({member: metrics}, checkpoint_state_or_None) -> the members to stop now
-CohortReporter = Callable[[dict[int, dict[str, Any]], dict[str, Any] | None], Iterable[int] | None]
+# report({member: metrics}, checkpoint_state_or_None)
+CohortReporter = Callable[[dict[int, dict[str, Any]], dict[str, Any] | None], None]
+# decide({member: metrics of this evaluation}) -> the members to stop now
+Decider = Callable[[dict[int, dict[str, Any]]], Iterable[int] | None]
 
 
 def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReporter,
-                 resume: dict[str, Any] | None = None, data: Dataset | None = None) -> CohortTrainer:
+                 resume: dict[str, Any] | None = None, data: Dataset | None = None,
+                 decide: Decider | None = None) -> CohortTrainer:
     """Run every member to ``steps`` generator iterations, or until it stops (from ``resume``'s
     state if given: a ``cohort_checkpoint``)."""
     cohort = CohortTrainer(configs, data)
     evaluators = [Evaluator(t) for t in cohort.solos]
+    latest: dict[int, dict[str, Any]] = {}  # member -> its latest metrics (a stopped member's last)
     if resume is not None:
         cohort.load_state_dict(resume["cohort"])
         for evaluate, state in zip(evaluators, resume["evaluation"], strict=True):
             evaluate.load_state_dict(state)
+        latest = {int(k): dict(v) for k, v in resume.get("latest", {}).items()}
     cfg = cohort.cfg0  # what members share: budget, cadence, checkpoints
     means = {k: _RunningMeans() for k in cohort.active}
     throughput = {k: Throughput(cohort.solos[k]) for k in cohort.active}
@@ -60,19 +68,27 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
             results[k] = metrics
             if stop:
                 ending.add(k)
-        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or ending
-        told = report(results, cohort_checkpoint(cohort, evaluators) if save else None) or ()
-        for k in sorted(ending | {k for k in told if k in cohort.active}):
+        ok = {k: m for k, m in results.items() if k not in ending}
+        ending |= {k for k in (decide(ok) or ()) if k in ok} if decide and ok else set()
+        samples = {k: cohort.member_trainer(k).sample(min(cfg.eval_samples, SAMPLES_IN_CHECKPOINT))
+                   for k in ending}  # a stopped member's last samples, for its picture
+        for k in sorted(ending):
             cohort.stop(k)
+        for k, metrics in results.items():
+            latest[k] = {**metrics, "ended": k in ending or step == cfg.steps}
+        save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or ending
+        report(dict(latest), cohort_checkpoint(cohort, evaluators, latest, samples) if save else None)
         for k in cohort.active:
             throughput[k].reset()
     return cohort
 
 
-def cohort_checkpoint(cohort: CohortTrainer, evaluators: list[Evaluator]) -> dict[str, Any]:
-    """The whole cohort (``CohortTrainer.state_dict``), every member's evaluation state and each
-    active member's current samples (stopped members' samples are in the checkpoint they
-    stopped at)."""
+def cohort_checkpoint(cohort: CohortTrainer, evaluators: list[Evaluator], latest: dict[int, dict[str, Any]],
+                      stopped_samples: dict[int, Any] | None = None) -> dict[str, Any]:
+    """The whole cohort (``CohortTrainer.state_dict``), every member's evaluation state and
+    latest metrics, and samples of the active members and of those that stopped just now."""
     n = min(cohort.cfg0.eval_samples, SAMPLES_IN_CHECKPOINT)
+    samples = {str(k): cohort.member_trainer(k).sample(n) for k in cohort.active}
+    samples.update({str(k): v for k, v in (stopped_samples or {}).items()})
     return {"cohort": cohort.state_dict(), "evaluation": [e.state_dict() for e in evaluators],
-            "samples": {k: cohort.member_trainer(k).sample(n) for k in cohort.active}}
+            "latest": {str(k): v for k, v in latest.items()}, "samples": samples}

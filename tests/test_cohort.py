@@ -4,7 +4,7 @@ constraint x optimizer; the stacked optimizers equal torch.optim member by membe
 import pytest
 import torch
 
-from ganlib.cohort import CohortError, CohortTrainer, StackedOptimizer
+from ganlib.cohort import CohortError, CohortTrainer, StackedOptimizer, member_checkpoint
 from ganlib.cohort_run import train_cohort
 from ganlib.config import CONSTRAINTS, LOSSES
 from ganlib.train import train
@@ -182,19 +182,22 @@ def _solo_history(config):
     return history
 
 
-def _cohort_history(configs, resume=None, stop_at=None):
-    """Per member, its reported metrics; and the checkpoints, by step."""
-    history, checkpoints = {k: [] for k in range(len(configs))}, {}
+def _cohort_history(configs, resume=None, decide=None):
+    """Per member, the metrics of each of its evaluations; the checkpoints by step; the last report."""
+    history, checkpoints, last = {k: [] for k in range(len(configs))}, {}, {}
 
-    def report(results, state):
-        for k, metrics in results.items():
-            history[k].append(metrics)
+    def report(latest, state):
+        step = max(m["step"] for m in latest.values())
+        for k, metrics in latest.items():
+            if metrics["step"] == step:  # evaluated now (a stopped member's last metrics repeat)
+                history[k].append(metrics)
         if state is not None:
-            checkpoints[results[next(iter(results))]["step"]] = state
-        return stop_at(results) if stop_at else ()
+            checkpoints[step] = state
+        last.clear()
+        last.update(latest)
 
-    cohort = train_cohort(configs, report, resume=resume)
-    return history, checkpoints, cohort
+    cohort = train_cohort(configs, report, resume=resume, decide=decide)
+    return history, checkpoints, cohort, last
 
 
 def _assert_same_history(mine, theirs):
@@ -208,28 +211,32 @@ def _assert_same_history(mine, theirs):
 
 def test_a_cohort_run_reports_each_member_as_its_solo_run():
     configs = [dict(c, **RUN) for c in _members("wasserstein", "gp", "adam")]
-    history, checkpoints, cohort = _cohort_history(configs)
+    history, checkpoints, cohort, last = _cohort_history(configs)
     for k, config in enumerate(configs):
         _assert_same_history(history[k], _solo_history(config))
     assert sorted(checkpoints) == [20, 40, 60] and cohort.active == [0, 1]
     assert history[0][-1]["w1"] != history[1][-1]["w1"]  # two different runs, each matched to its own
+    assert all(m["ended"] and m["step"] == 60 for m in last.values())
 
 
 def test_a_member_that_diverges_stops_and_the_others_train_on():
     healthy, wild = (dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop"))
     wild.update(lr_d=50.0, lr_g=50.0, clip=1e6)
-    history, _, cohort = _cohort_history([healthy, wild])
+    history, _, cohort, last = _cohort_history([healthy, wild])
     solo_wild = _solo_history(wild)
     assert solo_wild[-1]["status"] == "diverged" and solo_wild[-1]["step"] < 60  # it does diverge alone
     _assert_same_history(history[1], solo_wild)  # and stops at the same evaluation in the cohort
     _assert_same_history(history[0], _solo_history(healthy))
     assert cohort.active == [0] and cohort.generator.size == 1 and 1 in cohort.retired
+    assert last[1]["ended"] and last[1]["status"] == "diverged" and last[1]["step"] == solo_wild[-1]["step"]
 
 
 def test_a_member_the_reporter_stops_leaves_the_stack():
     configs = [dict(c, **RUN) for c in _members("least_squares", "gp", "sgd")]
-    history, _, cohort = _cohort_history(configs, stop_at=lambda results: {1} if 1 in results else ())
+    history, checkpoints, cohort, last = _cohort_history(configs, decide=lambda results: {1} & set(results))
     assert [m["step"] for m in history[1]] == [20] and [m["step"] for m in history[0]] == [20, 40, 60]
+    assert last[1]["ended"] and last[1]["step"] == 20 and last[1]["status"] == "ok"  # stopped early, healthy
+    assert checkpoints[20]["cohort"]["active"] == [0]  # stopped before the checkpoint was taken
     assert cohort.active == [0] and cohort.solos[1].step == 20 and cohort.solos[0].step == 60
     _assert_same_history(history[0], _solo_history(configs[0]))
 
@@ -239,12 +246,12 @@ def test_a_cohort_resumes_every_member_from_its_checkpoint(tmp_path):
     (through torch.save / weights_only load, as Tune stores it): both members end as uninterrupted."""
     configs = [dict(c, **RUN) for c in _members("non_saturating", "clip", "rmsprop")] + \
         [dict(_members("non_saturating", "clip", "rmsprop")[0], **RUN, lr_d=2e-3)]
-    stop_1 = lambda results: {1} if 1 in results else ()  # noqa: E731
-    whole, checkpoints, _ = _cohort_history(configs, stop_at=stop_1)
+    stop_1 = lambda results: {1} & set(results)  # noqa: E731
+    whole, checkpoints, _, _ = _cohort_history(configs, decide=stop_1)
     torch.save(checkpoints[40], tmp_path / "cohort.pt")
     state = torch.load(tmp_path / "cohort.pt", weights_only=True)
-    resumed, _, cohort = _cohort_history(configs, resume=state, stop_at=stop_1)
-    assert 1 not in resumed or not resumed[1]
+    resumed, _, cohort, last = _cohort_history(configs, resume=state, decide=stop_1)
+    assert not resumed[1] and last[1]["step"] == 20 and last[1]["ended"]  # its last metrics came with the state
     for k in (0, 2):
         _assert_same_history(resumed[k], [m for m in whole[k] if m["step"] > 40])
     assert cohort.active == [0, 2] and sorted(cohort.retired) == [1]
@@ -252,7 +259,22 @@ def test_a_cohort_resumes_every_member_from_its_checkpoint(tmp_path):
 
 def test_a_cohort_checkpoint_of_other_members_is_refused():
     configs = [dict(c, **RUN) for c in _members("wasserstein", "gp", "adam")]
-    _, checkpoints, _ = _cohort_history([dict(c, steps=20) for c in configs])
+    _, checkpoints, _, _ = _cohort_history([dict(c, steps=20) for c in configs])
     other = [configs[0], dict(configs[1], gp_lambda=3.0)]
     with pytest.raises(CheckpointMismatch, match="member 1.*gp_lambda"):
-        train_cohort(other, lambda results, state: (), resume=checkpoints[20])
+        train_cohort(other, lambda latest, state: None, resume=checkpoints[20])
+
+
+def test_a_member_of_a_cohort_checkpoint_reads_as_its_solo_checkpoint():
+    configs = [dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop")]
+    _, checkpoints, _, _ = _cohort_history(configs, decide=lambda results: {0} & set(results))
+    solo_state = {}
+    train(configs[1], lambda metrics, state: solo_state.update(state or {}))
+    member = member_checkpoint(checkpoints[60], 1)
+    assert member["step"] == solo_state["step"] == 60 and member["config"] == solo_state["config"]
+    for name, value in solo_state["generator"].items():
+        torch.testing.assert_close(member["generator"][name], value, atol=3e-4, rtol=1e-3)
+    assert member["evaluation"]["best"]["step"] == solo_state["evaluation"]["best"]["step"]
+    stopped = member_checkpoint(checkpoints[60], 0)  # stopped at 20: its networks of step 20
+    assert stopped["step"] == 20 and stopped["samples"] is None
+    assert member_checkpoint(checkpoints[20], 0)["samples"].shape == member["samples"].shape
