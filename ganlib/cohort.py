@@ -41,6 +41,30 @@ SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth
           "batch_size", "optimizer", "n_critic", "steps", "eval_every", "score_every", "eval_samples", "device")
 
 
+# A cohort trial's config: its members' configs (params only; the run settings are the trial's),
+# their Optuna trial numbers, and the name of the actor holding the members' rungs (None: none).
+MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY = "_members", "_member_trials", "_member_rungs"
+
+
+def member_id(trial_id: str, k: int) -> str:
+    """A member's id (its MLflow run's ``ray_trial_id``): its cohort's trial id and its place."""
+    return f"{trial_id}-m{k}"
+
+
+def members_of(result: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """A cohort trial's result's members' latest metrics, by place in the cohort; from Tune's
+    result as reported (``members`` nested) or as Tune flattens it for searchers (``members/k/...``)."""
+    result = result or {}
+    if isinstance(result.get("members"), dict):
+        return {int(k): dict(v) for k, v in result["members"].items()}
+    out: dict[int, dict[str, Any]] = {}
+    for key, value in result.items():
+        if key.startswith("members/"):
+            _, k, name = key.split("/", 2)
+            out.setdefault(int(k), {})[name] = value
+    return out
+
+
 class CohortError(ValueError):
     """The members cannot be trained as one cohort; the message says which field differs."""
 

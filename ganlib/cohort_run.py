@@ -40,11 +40,13 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
     cohort = CohortTrainer(configs, data)
     evaluators = [Evaluator(t) for t in cohort.solos]
     latest: dict[int, dict[str, Any]] = {}  # member -> its latest metrics (a stopped member's last)
+    stopped_samples: dict[int, Any] = {}  # stopped member -> the samples it stopped with (for its picture)
     if resume is not None:
         cohort.load_state_dict(resume["cohort"])
         for evaluate, state in zip(evaluators, resume["evaluation"], strict=True):
             evaluate.load_state_dict(state)
         latest = {int(k): dict(v) for k, v in resume.get("latest", {}).items()}
+        stopped_samples = {int(k): v for k, v in resume.get("samples", {}).items() if int(k) in cohort.retired}
     cfg = cohort.cfg0  # what members share: budget, cadence, checkpoints
     means = {k: _RunningMeans() for k in cohort.active}
     throughput = {k: Throughput(cohort.solos[k]) for k in cohort.active}
@@ -70,14 +72,14 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
                 ending.add(k)
         ok = {k: m for k, m in results.items() if k not in ending}
         ending |= {k for k in (decide(ok) or ()) if k in ok} if decide and ok else set()
-        samples = {k: cohort.member_trainer(k).sample(min(cfg.eval_samples, SAMPLES_IN_CHECKPOINT))
-                   for k in ending}  # a stopped member's last samples, for its picture
+        stopped_samples.update({k: cohort.member_trainer(k).sample(min(cfg.eval_samples, SAMPLES_IN_CHECKPOINT))
+                                for k in ending})
         for k in sorted(ending):
             cohort.stop(k)
         for k, metrics in results.items():
             latest[k] = {**metrics, "ended": k in ending or step == cfg.steps}
         save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or ending
-        report(dict(latest), cohort_checkpoint(cohort, evaluators, latest, samples) if save else None)
+        report(dict(latest), cohort_checkpoint(cohort, evaluators, latest, stopped_samples) if save else None)
         for k in cohort.active:
             throughput[k].reset()
     return cohort
@@ -86,7 +88,7 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
 def cohort_checkpoint(cohort: CohortTrainer, evaluators: list[Evaluator], latest: dict[int, dict[str, Any]],
                       stopped_samples: dict[int, Any] | None = None) -> dict[str, Any]:
     """The whole cohort (``CohortTrainer.state_dict``), every member's evaluation state and
-    latest metrics, and samples of the active members and of those that stopped just now."""
+    latest metrics, and samples of the active members and of the stopped ones (as they stopped)."""
     n = min(cohort.cfg0.eval_samples, SAMPLES_IN_CHECKPOINT)
     samples = {str(k): cohort.member_trainer(k).sample(n) for k in cohort.active}
     samples.update({str(k): v for k, v in (stopped_samples or {}).items()})

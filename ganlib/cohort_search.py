@@ -19,19 +19,12 @@ import pickle
 from typing import Any
 
 import optuna
+from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from .cohort import SHARED
+from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, SHARED, member_id, members_of  # noqa: F401
 from .spaces import SearchSpace
-
-MEMBERS_KEY = "_members"  # the trial config's member configs (params only; the run settings are the trial's)
-NUMBERS_KEY = "_member_trials"  # their Optuna trial numbers
-
-
-def member_id(trial_id: str, k: int) -> str:
-    """A member's id: its cohort's trial id and its place in the cohort."""
-    return f"{trial_id}-m{k}"
 
 
 class CohortSearch(Searcher):
@@ -77,13 +70,13 @@ class CohortSearch(Searcher):
     # -- what Optuna is told --------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Members that ended in this result are told now (a cohort runs on after a member stops)."""
-        for k, member in _members_of(result).items():
+        for k, member in members_of(result).items():
             if member.get("ended"):
                 self._tell(self.members[trial_id][k], member.get(self.metric))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """The cohort ended: its members not told yet reached the budget, or failed with it."""
-        members = _members_of(result)
+        members = members_of(result)
         for k, number in enumerate(self.members.get(trial_id, [])):
             if error:
                 self._tell(number, None, optuna.trial.TrialState.FAIL)
@@ -109,10 +102,6 @@ class CohortSearch(Searcher):
             self.__dict__.update(pickle.load(saved))
 
 
-def _members_of(result: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
-    return {int(k): v for k, v in ((result or {}).get("members") or {}).items()}
-
-
 class _Member:
     """What Ray's ASHA reads of a trial: its id."""
 
@@ -134,3 +123,54 @@ class MemberRungs:
             self.scheduler.on_trial_add(None, trial)
         action = self.scheduler.on_trial_result(None, trial, {"step": step, "objective": objective})
         return action == TrialScheduler.STOP
+
+    def records(self) -> dict[str, Any]:
+        """The rung records and each member's bracket (Tune saves no scheduler state)."""
+        brackets = self.scheduler._brackets  # noqa: SLF001
+        index = {id(b): i for i, b in enumerate(brackets)}
+        return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs] for b in brackets],
+                "members": {m: index[id(b)] for m, b in self.scheduler._trial_info.items()},
+                "num_stopped": self.scheduler._num_stopped}
+
+    def set_records(self, state: dict[str, Any]) -> None:
+        brackets = self.scheduler._brackets  # noqa: SLF001
+        for bracket, rungs in zip(brackets, state["rungs"], strict=True):
+            bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
+        self.scheduler._trial_info = {m: brackets[i] for m, i in state["members"].items()}
+        self.scheduler._num_stopped = state["num_stopped"]
+
+
+class MemberRungsHost(Callback):
+    """Runs the sweep's ``MemberRungs`` in a named actor that cohort trials consult at their rung
+    steps (``ray.get_actor(name)``), and keeps its records with Tune's experiment state, so a
+    resumed sweep's members meet the rungs an uninterrupted sweep's would."""
+
+    def __init__(self, scheduler, name: str):
+        self.scheduler, self.name = scheduler, name
+        self._actor = None
+        self._records: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "name": self.name, "_actor": None, "_records": self._records}
+
+    def setup(self, **info) -> None:
+        import ray
+
+        self._actor = ray.remote(MemberRungs).options(name=self.name, num_cpus=0, get_if_exists=True).remote(
+            self.scheduler)
+        if self._records is not None:
+            ray.get(self._actor.set_records.remote(self._records))
+
+    def get_state(self) -> dict[str, Any]:
+        import ray
+
+        if self._actor is not None:
+            self._records = ray.get(self._actor.records.remote())
+        return {"records": self._records}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        import ray
+
+        self._records = state.get("records")
+        if self._actor is not None and self._records is not None:
+            ray.get(self._actor.set_records.remote(self._records))

@@ -65,6 +65,8 @@ class SweepPlan:
     # Reuse trial actors (no new process, imports and dataset per trial). Not under PBT: in Ray
     # 2.60 an exploited trial restarted in a reused actor reported another trial's results.
     reuse_actors: bool = True
+    num_samples: int | None = None  # Tune trials (None: one per configuration); cohorts: ceil(trials / K)
+    member_rungs: str | None = None  # cohorts under ASHA: the name of the actor holding the members' rungs
 
     @property
     def mode(self) -> str:
@@ -134,7 +136,7 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
                          f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population,
                          reuse_actors=False)
     search = SpaceSearch(space, metric="objective", seed=settings.seed, study_name=settings.name,
-                         random=settings.searcher == "random")
+                         random=settings.searcher == "random") if settings.cohort == 1 else None
     regular = _regular_checkpoints(settings)
     if settings.scheduler == "asha":
         grace, reduction = asha_first_rung(steps, unit, settings.first_rung), settings.rung_reduction or ASHA_REDUCTION
@@ -142,6 +144,8 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
         scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=grace,
                                   reduction_factor=reduction) if rungs else None
         text = f"ASHA: reduction {reduction}, rungs at steps {', '.join(map(str, rungs))}"
+        if settings.cohort > 1:
+            return _cohort_plan(settings, space, scheduler, rungs, regular, text)
     elif settings.scheduler == "hyperband":
         reduction = settings.rung_reduction or HYPERBAND_REDUCTION
         grace = settings.first_rung or _aligned(steps / reduction ** 2, unit)
@@ -154,9 +158,33 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
                 + "; ".join(", ".join(map(str, b)) for b in per_bracket))
     else:
         scheduler, rungs, text = None, [], "no early stopping by a scheduler (collapse and stall stops only)"
+        if settings.cohort > 1:
+            return _cohort_plan(settings, space, None, [], regular, text)
     return SweepPlan(scheduler, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
                      f"{text}; Optuna {'random sampling' if settings.searcher == 'random' else 'TPE'}",
                      callbacks=[RungRecords(scheduler)] if scheduler else [])
+
+
+def _cohort_plan(settings: SweepSettings, space: SearchSpace, scheduler, rungs: list[int], regular: int,
+                 text: str) -> SweepPlan:
+    """Cohort trials (``--cohort K``): each Tune trial trains up to K members; every member is its
+    own Optuna trial (``cohort_search.CohortSearch``) and meets ASHA's rungs itself, in an actor
+    consulted by the trial (``MemberRungsHost``). Tune schedules the cohorts first in, first out:
+    a cohort ends when its last member stops."""
+    from .cohort_search import CohortSearch, MemberRungsHost
+
+    search = CohortSearch(space, "objective", seed=settings.seed, study_name=settings.name, size=settings.cohort,
+                          total=settings.num_trials, random=settings.searcher == "random")
+    callbacks, rungs_actor = [], None
+    if scheduler is not None:
+        scheduler.set_search_properties("objective", "min")
+        rungs_actor = f"ganlib-member-rungs/{settings.name}"
+        callbacks.append(MemberRungsHost(scheduler, rungs_actor))
+    cohorts = math.ceil(settings.num_trials / settings.cohort)
+    return SweepPlan(None, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
+                     f"{text} (per cohort member); cohorts of {settings.cohort}: {cohorts} trials of stacked "
+                     f"networks; Optuna {'random sampling' if settings.searcher == 'random' else 'TPE'} per member",
+                     callbacks=callbacks, num_samples=cohorts, member_rungs=rungs_actor)
 
 
 def _optuna_search_class():

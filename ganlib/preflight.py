@@ -78,6 +78,12 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
             GanConfig.from_dict({**base, **space.fixed, **space.to_config(point)})
     except ConfigError as err:
         raise PreflightError(f"sweep settings: {err}") from None
+    if settings.cohort > 1 and any(GanConfig.from_dict({**base, **c}).d_norm == "spectral"
+                                   for c in space.corner_configs()):
+        raise PreflightError(str(SettingsError(
+            "cohort", settings.cohort, f"1 for space {space.name!r}: some of its configurations use spectral "
+            "normalisation (d_norm 'spectral'), which cohorts cannot stack (torch 2.14's vmap has no batching rule "
+            "for its parametrisation)")))
     try:  # the FID features: committed, trained once per machine, or a local Inception file
         extractor = feature_extractor_for(data.name, data.kind, inception_path=settings.inception_weights)
     except (OSError, ValueError) as err:

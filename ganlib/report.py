@@ -24,8 +24,10 @@ import io
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
+from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id, members_of
 from .report_page import render_report_page
 from .tracking import find_trial_run, log_bytes, log_metrics, trial_status
 
@@ -34,6 +36,40 @@ HEALTHY = ("completed", "stopped_early", "stalled")
 STOP_CAUSES = {"stopped_early": "scheduler", "collapsed": "collapse", "diverged": "collapse", "stalled": "stall"}
 METRIC_COLUMNS = ("w1", "swd", "fid", "kid", "w_critic", "w_critic_corr", "modes", "hq", "diversity",
                   "samples_per_s")
+
+
+@dataclass
+class MemberResult:
+    """A cohort member read as the report reads a Tune result."""
+
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    error: Any
+    path: str
+    metrics_dataframe: Any = None
+
+
+def member_results(results) -> list:
+    """Tune's results, each cohort trial replaced by its members: each member's last metrics
+    (under its member id), its config (the trial's run settings and its params) and the cohort's
+    error. A member's trial seconds are the cohort's, shared by the work (critic + generator
+    steps) each member did."""
+    out = []
+    for result in results:
+        config = result.config or {}
+        if MEMBERS_KEY not in config:
+            out.append(result)
+            continue
+        last = members_of(result.metrics)
+        trial_id = trial_id_of_result(result)
+        work = {k: float(m.get("critic_steps", 0)) + float(m.get("step", 0)) for k, m in last.items()}
+        seconds = float((result.metrics or {}).get("time_total_s", 0.0))
+        base = {k: v for k, v in config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+        for k, member in enumerate(config[MEMBERS_KEY]):
+            metrics = {**last.get(k, {}), "trial_id": member_id(trial_id, k),
+                       "time_total_s": seconds * work.get(k, 0.0) / (sum(work.values()) or 1.0)}
+            out.append(MemberResult(metrics, {**base, **member}, result.error, result.path))
+    return out
 
 
 def trial_id_of_result(result) -> str:

@@ -31,6 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 SCHEDULERS = ("asha", "hyperband", "pbt", "none")
 SEARCHERS = ("tpe", "random")
 PBT_MIN_POPULATION = 4  # exploits clone the top quarter into the bottom quarter
+COHORT_MAX = 64
 
 
 class SettingsError(ValueError):
@@ -76,6 +77,7 @@ class SweepSettings:
     ray_address: str | None = None
     confirm_top: int | None = None
     confirm_seeds: int | None = None
+    cohort: int = 1  # configurations trained together per trial, as stacked networks
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -163,6 +165,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=int, help="configurations re-trained on fresh seeds after the search "
                                                    "(preset: smoke 0, default 3, paper 5)")
     p.add_argument("--confirm-seeds", type=int, help="fresh seeds per confirmed configuration (3)")
+    p.add_argument("--cohort", type=int, default=1, help="configurations each trial trains together as stacked "
+                                                         "networks (each still its own Optuna trial, MLflow run and "
+                                                         "verdict); with --scheduler asha or none")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default: ganlib-<space>)")
     p.add_argument("--storage-path", help="Tune storage: a local folder, or shared storage / s3:// on a cluster "
@@ -229,6 +234,10 @@ def check_settings(s: SweepSettings) -> None:
             raise SettingsError("rung_reduction", s.rung_reduction,
                                 f"unset with --scheduler {s.scheduler} (it has no rungs)")
         _integer("rung_reduction", s.rung_reduction, 2, 10)
+    _integer("cohort", s.cohort, 1, COHORT_MAX)
+    if s.cohort > 1 and s.scheduler not in ("asha", "none"):
+        raise SettingsError("cohort", s.cohort, f"1 with --scheduler {s.scheduler}: cohort members meet the rungs "
+                            "of --scheduler asha (or none); PBT and Hyperband schedule whole trials")
     if s.scheduler == "pbt":
         if s.searcher != "tpe":
             raise SettingsError("searcher", s.searcher, "'tpe' (unset) with --scheduler pbt: PBT samples its "

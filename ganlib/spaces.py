@@ -221,6 +221,10 @@ class SearchSpace:
         return {"name": self.name, "description": self.description, "fixed": dict(self.fixed),
                 "params": {p.name: p.to_dict() for p in self.params}, "start": self.start_points()}
 
+    def corner_configs(self) -> list[dict[str, Any]]:
+        """Trial configs (fixed + searched fields) at every corner of the space (``_corners``)."""
+        return [self.to_config(values) for values in self._corners()]
+
     def _corners(self):
         """Every combination of categorical choices, numbers all at their low end, then all at their
         high end: each activity pattern GanConfig could object to, and both range ends."""

@@ -136,7 +136,7 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     scheduler = plan.scheduler if plan else None
     tune_config = tune.TuneConfig(
         metric=plan.metric if plan else "objective", mode="min", search_alg=plan.search_alg if plan else search_alg,
-        scheduler=scheduler, num_samples=settings.num_trials if plan else num_samples,
+        scheduler=scheduler, num_samples=(plan.num_samples or settings.num_trials) if plan else num_samples,
         max_concurrent_trials=plan.max_concurrent if plan else None,
         reuse_actors=plan.reuse_actors if plan else True, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
@@ -148,7 +148,8 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
 
 
 def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
-    from .report import build_report, optuna_record, trial_id_of_result, write_sweep_report
+    from .cohort import RUNGS_KEY
+    from .report import build_report, member_results, optuna_record, trial_id_of_result, write_sweep_report
     from .tracking import SweepLogger, delete_orphan_runs
     from .tune import trainable
 
@@ -159,15 +160,17 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
         param_space.update({k: v for k, v in _keys_of(plan.population).items() if k not in param_space})
     tags = {"sweep_name": settings.name, "primary_metric": prepared.primary,
             "feature_extractor": prepared.feature_extractor}
+    if plan.member_rungs:  # cohort trials consult the members' rungs in this actor
+        param_space[RUNGS_KEY] = plan.member_rungs
     real_points = data.heldout[:2000].numpy() if data.sample_shape == (2,) else None
     logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.fields, tags,
                          plan.log_hparams, real_points)
-    run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)
+    run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1)
     # Schedulers draw from the driver's global RNGs (PBT's donors, Hyperband's brackets): seed them.
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     started = time.time()
-    results = _tune_run(settings, settings.name, run, param_space, logger, plan=plan)
+    results = member_results(_tune_run(settings, settings.name, run, param_space, logger, plan=plan))
     live = SweepLogger.live(parent_run_id) or logger  # a restored sweep ran the logger pickled with it
     undelivered = live.close()
     if settings.resume:
@@ -181,7 +184,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
         raise SweepInterrupted(summary)
     confirmation = None
     if settings.confirm_top and "best" in summary:
-        confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, run, client,
+        solo = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)  # candidates run alone
+        confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, solo, client,
                                                           experiment_id, parent_run_id, logger)
         undelivered += more
         if any(r["status"] == "interrupted" for r in confirm_rows):

@@ -31,6 +31,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id, members_of
 from .config import SHORTHANDS, GanConfig, expand_shorthand
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ class SweepLogger(Callback):
         self.verdicts: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason), saved with Tune's state
         self.started: set[str] = set()  # trials that ran in this driver session
         self.ended: set[str] = set()  # trials that completed or errored in this driver session
+        self.cohort_tags: dict[str, dict[str, str]] = {}  # member id -> its cohort's tags (cohort trials)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
@@ -298,9 +300,16 @@ class SweepLogger(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.add(trial.trial_id)
+        if MEMBERS_KEY in trial.config:
+            for mid, config in self._member_configs(trial):
+                self.queue.put(self._ensure_run, mid, config)
+            return
         self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if MEMBERS_KEY in trial.config:
+            self._member_results(trial, result)
+            return
         # The config this result was trained under: a PBT exploit replaces trial.config in the
         # scheduler's hook, before callbacks see the result that triggered it.
         config = dict(result.get("config") or trial.config)
@@ -329,6 +338,9 @@ class SweepLogger(Callback):
             if trial.trial_id in self.ended:
                 continue  # _finish queued its end
             errored = trial.status == "ERROR"
+            if MEMBERS_KEY in trial.config:
+                self._cohort_at_end(trial, errored)
+                continue
             if trial.status in ("TERMINATED", "ERROR") and trial.trial_id not in self.started:
                 verdict = self.verdicts.get(trial.trial_id) or trial_status(trial.last_result, self.steps, errored)
                 self.verdicts[trial.trial_id] = verdict
@@ -339,8 +351,65 @@ class SweepLogger(Callback):
             self.verdicts[trial.trial_id] = (status, reason)
             self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
 
+    # -- cohort trials: one run per member, ended when the member ends ----------------------------
+    def _member_configs(self, trial) -> list[tuple[str, dict[str, Any]]]:
+        """A cohort trial's members: (member id, config: the trial's run settings and its params)."""
+        base = {k: v for k, v in trial.config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+        out = []
+        for k, member in enumerate(trial.config[MEMBERS_KEY]):
+            mid = member_id(trial.trial_id, k)
+            self.cohort_tags[mid] = {"cohort": trial.trial_id, "cohort_member": str(k),
+                                     "cohort_size": str(len(trial.config[MEMBERS_KEY]))}
+            out.append((mid, {**base, **member}))
+        return out
+
+    def _member_results(self, trial, result: dict[str, Any]) -> None:
+        configs = dict(self._member_configs(trial))
+        primary = self.tags.get("primary_metric")
+        for k, metrics in sorted(members_of(result).items()):
+            mid = member_id(trial.trial_id, k)
+            self.queue.put(self._log_result, mid, configs[mid], numeric_metrics(metrics, first=primary),
+                           int(metrics.get("step", 0)))  # a stopped member's metrics repeat: logged once
+            if metrics.get("ended") and mid not in self.verdicts:
+                self.verdicts[mid] = trial_status(metrics, self.steps, False)
+                self.queue.put(self._end_run, mid, configs[mid], *self.verdicts[mid], None, "FINISHED")
+
+    def _finish_cohort(self, trial, errored: bool, interrupted: bool = False) -> None:
+        """The cohort ended: its members still training end with it (completed, errored or
+        interrupted), and every member's artifacts come from the cohort's last checkpoint."""
+        last = members_of(trial.last_result)
+        error = f": {_error_text(trial)}" if errored else ""
+        configs = self._member_configs(trial)
+        for k, (mid, config) in enumerate(configs):
+            if mid in self.verdicts and not (interrupted and self.verdicts[mid][0] == "interrupted"):
+                continue
+            status, reason = trial_status(last.get(k), self.steps, errored, finished=not interrupted)
+            self.verdicts[mid] = (status, reason + error if errored else reason)
+            end = "FAILED" if errored else "KILLED" if interrupted else "FINISHED"
+            self.queue.put(self._end_run, mid, config, *self.verdicts[mid], None, end)
+        if trial.checkpoint is not None and not interrupted:
+            self.queue.put(self._member_artifacts, configs, trial.checkpoint)
+
+    def _member_artifacts(self, client, configs: list[tuple[str, dict[str, Any]]], checkpoint) -> None:
+        from .cohort import member_checkpoint
+        from .tune import COHORT_KEYS, load_tune_checkpoint
+
+        try:
+            state = load_tune_checkpoint(checkpoint, COHORT_KEYS)
+        except Exception as err:  # noqa: BLE001 - an unreadable checkpoint must not end the sweep
+            for mid, config in configs:
+                client.set_tag(self._ensure_run(client, mid, config), "checkpoint_error", str(err)[:500])
+            return
+        for k, (mid, config) in enumerate(configs):
+            run_id = self.runs.get(mid) or find_trial_run(client, self.experiment_id, self.parent_run_id, mid)
+            for path, data in self._artifacts_of(config, member_checkpoint(state, k)).items():
+                log_bytes(client, run_id, data, path)
+
     def _finish(self, trial, errored: bool) -> None:
         self.ended.add(trial.trial_id)
+        if MEMBERS_KEY in trial.config:
+            self._finish_cohort(trial, errored)
+            return
         status, reason = trial_status(trial.last_result, self.steps, errored)
         if errored:
             reason += f": {_error_text(trial)}"
@@ -366,7 +435,7 @@ class SweepLogger(Callback):
             name = run_name(public, self.searched)
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id, "ganlib_role": "trial",
                     "stage": self.stage, "status": "running", "family": family(public), **source_tags(),
-                    **self.tags}
+                    **self.tags, **self.cohort_tags.get(trial_id, {})}
             if self.stage == "confirm":
                 from .confirm import identity
 
@@ -405,14 +474,28 @@ class SweepLogger(Callback):
         if self.replayed.get(trial_id):
             client.set_tag(run_id, "replayed_results", str(self.replayed[trial_id]))
         if checkpoint is not None:
+            from .tune import load_tune_checkpoint
+
             try:
-                artifacts = self._checkpoint_artifacts(config, checkpoint)
+                artifacts = self._artifacts_of(config, load_tune_checkpoint(checkpoint))
             except Exception as err:  # noqa: BLE001 - an unreadable checkpoint must not end the sweep
                 client.set_tag(run_id, "checkpoint_error", str(err)[:500])
                 artifacts = {}
             for path, data in artifacts.items():
                 log_bytes(client, run_id, data, path)
         client.set_terminated(run_id, end)
+
+    def _cohort_at_end(self, trial, errored: bool) -> None:
+        """on_experiment_end for a cohort: ended in an earlier driver session (close what that
+        driver left open), or interrupted now."""
+        if trial.status in ("TERMINATED", "ERROR") and trial.trial_id not in self.started:
+            last = members_of(trial.last_result)
+            for k, (mid, config) in enumerate(self._member_configs(trial)):
+                verdict = self.verdicts.get(mid) or trial_status(last.get(k), self.steps, errored)
+                self.verdicts[mid] = verdict
+                self.queue.put(self._close_if_open, mid, config, *verdict, None, "FAILED" if errored else "FINISHED")
+            return
+        self._finish_cohort(trial, False, interrupted=True)
 
     def _close_if_open(self, client, trial_id: str, config: dict[str, Any], status: str, reason: str, checkpoint,
                        end: str) -> None:
@@ -421,15 +504,13 @@ class SweepLogger(Callback):
         if run_id is None or client.get_run(run_id).info.status == "RUNNING":
             self._end_run(client, trial_id, config, status, reason, checkpoint, end)
 
-    def _checkpoint_artifacts(self, config: dict[str, Any], checkpoint) -> dict[str, bytes]:
-        """From the trial's last checkpoint: the final generator weights, the best-score ones
-        (with their step), and a picture of the last samples."""
+    def _artifacts_of(self, config: dict[str, Any], state: dict[str, Any]) -> dict[str, bytes]:
+        """From the trial's last checkpoint (a member's, for a cohort): the final generator weights,
+        the best-score ones (with their step), and a picture of the last samples."""
         import torch
 
         from .figures import sample_figure
-        from .tune import load_tune_checkpoint
 
-        state = load_tune_checkpoint(checkpoint)
         best = (state.get("evaluation") or {}).get("best") or {}
         header = {"config": state["config"], "format": state.get("format")}
         out = {}

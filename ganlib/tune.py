@@ -37,11 +37,15 @@ def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> Non
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def load_tune_checkpoint(checkpoint: Any) -> dict[str, Any]:
-    """The state in a Tune checkpoint; ``CheckpointError`` naming the checkpoint if it is damaged."""
+COHORT_KEYS = ("cohort", "evaluation", "latest")  # a cohort trial's checkpoint (cohort_run.cohort_checkpoint)
+
+
+def load_tune_checkpoint(checkpoint: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The state in a Tune checkpoint (a solo run's, or with ``keys=COHORT_KEYS`` a cohort's);
+    ``CheckpointError`` naming the checkpoint if it is damaged."""
     try:
         with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            return load_checkpoint(Path(folder) / CHECKPOINT_FILE, *(() if keys is None else (keys,)))
     except CheckpointError as err:
         raise CheckpointError(f"{checkpoint.path}: {err}") from None
     except OSError as err:
@@ -64,12 +68,12 @@ def older_checkpoints(checkpoint: Any) -> list[Any]:
     return [tune.Checkpoint(p, filesystem=checkpoint.filesystem) for p in paths]
 
 
-def restore_state(checkpoint: Any) -> dict[str, Any] | None:
+def restore_state(checkpoint: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """The newest readable checkpoint of the trial: a truncated or damaged one is skipped (with
     a warning naming it) for the one before; None if none is readable (the trial starts over)."""
     for candidate in [checkpoint, *older_checkpoints(checkpoint)]:
         try:
-            return load_tune_checkpoint(candidate)
+            return load_tune_checkpoint(candidate, keys)
         except CheckpointError as err:
             logger.warning("%s; trying the trial's previous checkpoint", err)
     logger.warning("no readable checkpoint for this trial: it starts from step 0")
@@ -103,8 +107,51 @@ def train_gan(config: dict[str, Any], data: Dataset | None = None) -> None:
     train(config, _tune_reporter, resume=resume, data=data, allow_hparam_change=True)
 
 
-def trainable(data: Dataset | None, cpus: float, gpus: float):
+def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> None:
+    """A cohort trial (``--cohort K``): the config's members (``cohort_search.MEMBERS_KEY``) over
+    its run settings, trained together (``cohort_run.train_cohort``). Each result holds every
+    member's latest metrics under ``members`` (keyed by place in the cohort) and, for Tune's
+    display, the cohort's step and best objective. At a rung step each healthy member gets the
+    rungs actor's decision; a member told to stop leaves the stack before the checkpoint."""
+    import ray
+    from ray import tune
+
+    from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id
+    from .cohort_run import train_cohort
+
+    base = {k: v for k, v in config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+    base["device"] = trial_device(base.get("device", "auto"))
+    configs = [{**base, **member} for member in config[MEMBERS_KEY]]
+    if data is not None and data.name != configs[0].get("dataset", GanConfig.dataset):
+        data = None
+    trial_id = tune.get_context().get_trial_id()
+    rungs = ray.get_actor(config[RUNGS_KEY]) if config.get(RUNGS_KEY) else None
+    rung_steps = set(base.get("checkpoint_steps") or ()) if rungs is not None else set()
+
+    def decide(results: dict[int, dict[str, Any]]) -> list[int]:
+        step = next(iter(results.values()))["step"]
+        if step not in rung_steps:
+            return []
+        asks = {k: rungs.stop.remote(member_id(trial_id, k), step, m["objective"]) for k, m in results.items()}
+        return [k for k, ref in asks.items() if ray.get(ref)]
+
+    def report(latest: dict[int, dict[str, Any]], state: dict[str, Any] | None) -> None:
+        live = [m for m in latest.values() if not m["ended"]] or list(latest.values())
+        summary = {"step": max(m["step"] for m in latest.values()),
+                   "objective": min(m["objective"] for m in latest.values()),
+                   "members_active": sum(not m["ended"] for m in latest.values()),
+                   "critic_steps": max(m["critic_steps"] for m in live),
+                   "members": {str(k): m for k, m in latest.items()}}
+        _tune_reporter(summary, state)
+
+    checkpoint = tune.get_checkpoint()
+    resume = restore_state(checkpoint, COHORT_KEYS) if checkpoint is not None else None
+    train_cohort(configs, report, resume=resume, data=data, decide=decide)
+
+
+def trainable(data: Dataset | None, cpus: float, gpus: float, cohort: bool = False):
     """The function Tune runs for each trial, with its resources and the shared dataset."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(train_gan, data=data), {"cpu": cpus, "gpu": gpus})
+    function = train_cohort_trial if cohort else train_gan
+    return tune.with_resources(tune.with_parameters(function, data=data), {"cpu": cpus, "gpu": gpus})

@@ -66,6 +66,11 @@ def mlflow_runs(config):
     (dict(scheduler="pbt", num_trials=2), "--scheduler pbt"),
     (dict(scheduler="pbt", num_trials=4, max_concurrent=2), "a smaller live population"),
     (dict(max_failures=-1), "--max-failures = -1"),
+    (dict(cohort=0), "--cohort = 0 is invalid: allowed an integer in [1, 64]"),
+    (dict(cohort=65), "--cohort = 65 is invalid: allowed an integer in [1, 64]"),
+    (dict(cohort=4, scheduler="hyperband"), "--cohort = 4 is invalid: allowed 1 with --scheduler hyperband"),
+    (dict(cohort=4, scheduler="pbt", num_trials=4, max_concurrent=4), "allowed 1 with --scheduler pbt"),
+    (dict(cohort=2, space="loss_penalty_norm"), "spectral normalisation"),
 ])
 def test_refused_settings_name_the_flag_and_leave_nothing_behind(tmp_path, change, words):
     import ray
