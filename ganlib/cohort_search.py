@@ -112,17 +112,25 @@ class _Member:
 class MemberRungs:
     """Ray's ASHA scheduler deciding for members: ``stop(member, step, objective)`` is True when
     the scheduler would stop a trial reporting this result. The scheduler must have its metric
-    ("objective", mode "min") and time attribute ("step")."""
+    ("objective", mode "min") and time attribute ("step").
+
+    A decision is remembered: a cohort restarted from a checkpoint before a rung (a lost worker,
+    a resumed sweep) meets the rung again, and gets the decision it got the first time. (Ray's
+    ASHA lets a trial that reports a rung twice through the second time.)"""
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
+        self.decided: dict[str, bool] = {}  # "member@step" -> stopped
 
     def stop(self, member: str, step: int, objective: float) -> bool:
-        trial = _Member(member)
-        if member not in self.scheduler._trial_info:  # noqa: SLF001 - ASHA's member -> bracket map
-            self.scheduler.on_trial_add(None, trial)
-        action = self.scheduler.on_trial_result(None, trial, {"step": step, "objective": objective})
-        return action == TrialScheduler.STOP
+        key = f"{member}@{step}"
+        if key not in self.decided:
+            trial = _Member(member)
+            if member not in self.scheduler._trial_info:  # noqa: SLF001 - ASHA's member -> bracket map
+                self.scheduler.on_trial_add(None, trial)
+            action = self.scheduler.on_trial_result(None, trial, {"step": step, "objective": objective})
+            self.decided[key] = action == TrialScheduler.STOP
+        return self.decided[key]
 
     def records(self) -> dict[str, Any]:
         """The rung records and each member's bracket (Tune saves no scheduler state)."""
@@ -130,7 +138,7 @@ class MemberRungs:
         index = {id(b): i for i, b in enumerate(brackets)}
         return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs] for b in brackets],
                 "members": {m: index[id(b)] for m, b in self.scheduler._trial_info.items()},
-                "num_stopped": self.scheduler._num_stopped}
+                "num_stopped": self.scheduler._num_stopped, "decided": dict(self.decided)}
 
     def set_records(self, state: dict[str, Any]) -> None:
         brackets = self.scheduler._brackets  # noqa: SLF001
@@ -138,6 +146,7 @@ class MemberRungs:
             bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
         self.scheduler._trial_info = {m: brackets[i] for m, i in state["members"].items()}
         self.scheduler._num_stopped = state["num_stopped"]
+        self.decided = dict(state.get("decided", {}))
 
 
 class MemberRungsHost(Callback):

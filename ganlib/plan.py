@@ -25,6 +25,10 @@ each finished trial's last ``objective``: the best score a healthy trial reached
 stopped by a rung or stalled), the penalty for a collapsed or diverged one (worse than any healthy
 score: ``ganlib.evaluate``), and FAIL for an error. An interrupted trial is told nothing until the
 resumed sweep finishes it.
+
+Cohorts (``--cohort K``, asha or none): each Tune trial trains up to K members; ``_cohort_plan``
+makes every member its own Optuna trial and its own ASHA trial (``cohort_search.py``), and Tune
+runs the cohorts first in, first out.
 """
 
 from __future__ import annotations

@@ -302,6 +302,9 @@ class SweepLogger(Callback):
         self.started.add(trial.trial_id)
         if MEMBERS_KEY in trial.config:
             for mid, config in self._member_configs(trial):
+                if self.verdicts.get(mid, ("interrupted",))[0] != "interrupted":
+                    continue  # ended before the restart: its run stays as it ended
+                self.verdicts.pop(mid, None)
                 self.queue.put(self._ensure_run, mid, config)
             return
         self.queue.put(self._ensure_run, trial.trial_id, dict(trial.config))
@@ -368,9 +371,11 @@ class SweepLogger(Callback):
         primary = self.tags.get("primary_metric")
         for k, metrics in sorted(members_of(result).items()):
             mid = member_id(trial.trial_id, k)
+            if mid in self.verdicts:
+                continue  # ended: its last metrics repeat in every result of its cohort
             self.queue.put(self._log_result, mid, configs[mid], numeric_metrics(metrics, first=primary),
-                           int(metrics.get("step", 0)))  # a stopped member's metrics repeat: logged once
-            if metrics.get("ended") and mid not in self.verdicts:
+                           int(metrics.get("step", 0)))
+            if metrics.get("ended"):
                 self.verdicts[mid] = trial_status(metrics, self.steps, False)
                 self.queue.put(self._end_run, mid, configs[mid], *self.verdicts[mid], None, "FINISHED")
 
@@ -381,8 +386,8 @@ class SweepLogger(Callback):
         error = f": {_error_text(trial)}" if errored else ""
         configs = self._member_configs(trial)
         for k, (mid, config) in enumerate(configs):
-            if mid in self.verdicts and not (interrupted and self.verdicts[mid][0] == "interrupted"):
-                continue
+            if mid in self.verdicts:
+                continue  # ended before (or interrupted in an earlier session and not restarted since)
             status, reason = trial_status(last.get(k), self.steps, errored, finished=not interrupted)
             self.verdicts[mid] = (status, reason + error if errored else reason)
             end = "FAILED" if errored else "KILLED" if interrupted else "FINISHED"

@@ -103,6 +103,17 @@ def test_members_are_stopped_by_tunes_own_asha_rule():
     assert stops == expected == [False, False, True, False, True, False]
     assert rungs.stop("m3", 500, 0.5) is False and rungs.stop("m1", 500, 0.9) is True  # the next rung
     assert rungs.stop("m3", 100, 9.0) is False  # a rung is decided once per member
+    assert rungs.stop("m2", 100, 0.1) is True  # and met again (after a restart), the same decision
+
+
+def test_member_rungs_survive_a_restore_into_a_new_scheduler():
+    rungs = MemberRungs(_asha())
+    for i, v in enumerate([3.0, 2.0, 4.0]):
+        rungs.stop(f"m{i}", 100, v)
+    restored = MemberRungs(_asha())
+    restored.set_records(rungs.records())
+    assert restored.stop("m2", 100, 0.1) is True  # remembered
+    assert restored.stop("m9", 100, 3.5) is True and MemberRungs(_asha()).stop("m9", 100, 3.5) is False
 
 
 @pytest.mark.parametrize("size, total, expected", [(4, 10, [4, 4, 2]), (1, 3, [1, 1, 1]), (8, 8, [8])])

@@ -336,6 +336,58 @@ def test_a_run_a_killed_driver_left_open_is_closed_by_the_resumed_sweep(tmp_path
     assert resumed.verdicts[left_open.trial_id] == ("completed", "")
 
 
+def test_a_cohort_restarted_in_a_new_driver_leaves_its_stopped_members_runs_as_they_ended(tmp_path):
+    """A member stopped at a rung, then its cohort restarted by a resumed sweep: the member's
+    last metrics repeat in every result of the cohort, and its run must stay ended (not be marked
+    running again), while the other member's run continues."""
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.tracking import SweepLogger
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("cohort-restart")
+    parent = client.create_run(experiment_id).info.run_id
+    trial = Trial("train_cohort_trial", stub=True, config={
+        "steps": 300, MEMBERS_KEY: [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.02}]})
+    trial.set_status(Trial.RUNNING)
+
+    def result(step: int, stopped_at: int) -> dict:
+        live = {"step": step, "objective": 1.0 / step, "status": "ok", "ended": step == 300}
+        stopped = {"step": stopped_at, "objective": 2.0, "status": "ok", "ended": step >= stopped_at}
+        return {"step": step, "objective": 1.0 / step, "members": {"0": live, "1": stopped if step >= stopped_at
+                                                                    else dict(stopped, step=step, ended=False)}}
+
+    first = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
+    first.setup()
+    first.on_trial_start(0, [], trial)
+    for step in (100, 200):
+        first.on_trial_result(0, [], trial, result(step, stopped_at=100))
+    assert first.close() == []
+    saved = first.get_state()  # the driver is killed here; the cohort restarts in the resumed sweep
+
+    resumed = pickle.loads(pickle.dumps(first))
+    resumed.set_state(saved)
+    resumed.setup()
+    resumed.on_trial_start(0, [], trial)
+    for step in (200, 300):  # 200 again: restarted from the checkpoint of step 100
+        trial.update_last_result(result(step, stopped_at=100))
+        resumed.on_trial_result(0, [], trial, result(step, stopped_at=100))
+    trial.set_status(Trial.TERMINATED)
+    resumed.on_trial_complete(0, [], trial)
+    assert resumed.close() == []
+    runs = {k: client.get_run(first.runs[member_id(trial.trial_id, k)]) for k in (0, 1)}
+    assert runs[1].data.tags["status"] == "stopped_early" and runs[1].info.status == "FINISHED"
+    assert runs[0].data.tags["status"] == "completed" and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["cohort"] == trial.trial_id and runs[1].data.tags["cohort_member"] == "1"
+    for k, steps in ((0, [100, 200, 300]), (1, [100])):
+        assert [m.step for m in client.get_metric_history(runs[k].info.run_id, "objective")] == steps
+
+
 def _report(tmp_path: Path, name: str) -> dict:
     """What the report says, in terms that do not depend on the run (trial ids are random)."""
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
@@ -375,6 +427,31 @@ def test_a_sweep_killed_three_times_resumes_to_the_uninterrupted_report(tmp_path
         {k: expected[k] for k in ("statuses", "best", "children")}
     again = subprocess.run(sweep_argv(tmp_path, "cut", *flags, "--resume"), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "finished: nothing to resume" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_cohort_sweep_resumes_every_member_to_the_uninterrupted_report(tmp_path):
+    """Cohorts of 3 (``--cohort 3``): the driver is killed half-way; the resumed sweep restores
+    each cohort from its checkpoint (the whole stack), the members' rung decisions and Optuna
+    record from the saved state, and ends with the uninterrupted sweep's statuses and best."""
+    flags = ["--num-trials", "6", "--cohort", "3", "--steps", "300", "--eval-every", "20", "--max-concurrent", "1",
+             "--seed", "3"]
+    reference = subprocess.run(sweep_argv(tmp_path, "reference", *flags), capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = _report(tmp_path, "reference")
+    total = results_logged(tmp_path, "reference")
+    proc = subprocess.Popen(sweep_argv(tmp_path, "cut", *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: results_logged(tmp_path, "cut") >= 0.5 * total, 600, "half of the results")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not sweep_processes(), 30, "the killed driver's Ray processes to end")
+    final = subprocess.run(sweep_argv(tmp_path, "cut", *flags, "--resume"), capture_output=True, text=True,
+                           timeout=900)
+    assert final.returncode == 0, final.stderr[-3000:]
+    resumed = _report(tmp_path, "cut")
+    assert resumed["state"] == "finished" and expected["children"] == 6
+    assert {k: resumed[k] for k in ("statuses", "best", "children")} == \
+        {k: expected[k] for k in ("statuses", "best", "children")}
 
 
 # -- killed trial workers ---------------------------------------------------------------------------
