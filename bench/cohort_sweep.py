@@ -35,7 +35,8 @@ def run(k: int, out: Path, extra: list[str]) -> dict:
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     experiment = client.get_experiment_by_name("ganlib-wgan_clip")
-    [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.sweep_name = '{name}'")
+    [parent] = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.sweep_name = '{name}' and tags.ganlib_role = 'sweep'")
     summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/summary.json")).read_text())
     return {"k": k, "wall_s": wall, "summary": summary}
 

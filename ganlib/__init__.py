@@ -18,6 +18,7 @@ _EXPORTS = {
     "GanConfig": "config", "ConfigError": "config", "CollapseRules": "config",
     # training
     "Trainer": "trainer", "load_checkpoint": "trainer", "CheckpointError": "trainer", "train": "train",
+    "CohortTrainer": "cohort", "train_cohort": "cohort_run",
     # evaluation
     "Evaluator": "evaluate", "evaluate_checkpoint": "evaluate", "primary_metric": "evaluate",
     # search spaces and sweeps

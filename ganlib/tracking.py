@@ -399,16 +399,19 @@ class SweepLogger(Callback):
         from .cohort import member_checkpoint
         from .tune import COHORT_KEYS, load_tune_checkpoint
 
+        # the members' runs are looked up, not _ensure_run'd: that would mark them running again
+        run_ids = [self.runs.get(mid) or find_trial_run(client, self.experiment_id, self.parent_run_id, mid)
+                   for mid, _ in configs]
         try:
             state = load_tune_checkpoint(checkpoint, COHORT_KEYS)
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint must not end the sweep
-            for mid, config in configs:
-                client.set_tag(self._ensure_run(client, mid, config), "checkpoint_error", str(err)[:500])
+            for run_id in filter(None, run_ids):
+                client.set_tag(run_id, "checkpoint_error", str(err)[:500])
             return
-        for k, (mid, config) in enumerate(configs):
-            run_id = self.runs.get(mid) or find_trial_run(client, self.experiment_id, self.parent_run_id, mid)
-            for path, data in self._artifacts_of(config, member_checkpoint(state, k)).items():
-                log_bytes(client, run_id, data, path)
+        for k, ((_, config), run_id) in enumerate(zip(configs, run_ids, strict=True)):
+            if run_id is not None:
+                for path, data in self._artifacts_of(config, member_checkpoint(state, k)).items():
+                    log_bytes(client, run_id, data, path)
 
     def _finish(self, trial, errored: bool) -> None:
         self.ended.add(trial.trial_id)

@@ -318,7 +318,8 @@ def test_the_public_api_and_the_console_command():
     import ganlib
 
     assert {"GanConfig", "Trainer", "train", "load_space", "Evaluator", "evaluate_checkpoint",
-            "run_sweep"} <= set(ganlib.__all__)
+            "run_sweep", "train_cohort", "CohortTrainer"} <= set(ganlib.__all__)
+    assert callable(ganlib.train_cohort) and ganlib.CohortTrainer.__name__ == "CohortTrainer"
     assert ganlib.GanConfig.create(loss="wgan").clip == 0.01
     code = ("import sys, ganlib; assert 'torch' not in sys.modules and 'ray' not in sys.modules;"
             "ganlib.GanConfig; assert 'torch' not in sys.modules")
