@@ -388,6 +388,39 @@ def test_a_cohort_restarted_in_a_new_driver_leaves_its_stopped_members_runs_as_t
         assert [m.step for m in client.get_metric_history(runs[k].info.run_id, "objective")] == steps
 
 
+def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_stay_as_they_ended(tmp_path):
+    """After Ctrl-C Tune stops trials without telling callbacks: at the experiment's end the live
+    members of a cohort are interrupted (KILLED), a member that had stopped keeps its verdict."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.tracking import SweepLogger
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("cohort-ctrl-c")
+    parent = client.create_run(experiment_id).info.run_id
+    trial = Trial("train_cohort_trial", stub=True, config={
+        "steps": 300, MEMBERS_KEY: [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.02}]})
+    trial.set_status(Trial.RUNNING)
+    logger = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
+    logger.setup()
+    logger.on_trial_start(0, [], trial)
+    result = {"step": 100, "objective": 1.0, "members": {
+        "0": {"step": 100, "objective": 1.0, "status": "ok", "ended": False},
+        "1": {"step": 100, "objective": 9.0, "status": "collapsed", "reason": "few modes", "ended": True}}}
+    trial.update_last_result(result)
+    logger.on_trial_result(0, [], trial, result)
+    trial.set_status(Trial.TERMINATED)  # what Ctrl-C leaves: no on_trial_complete
+    logger.on_experiment_end([trial])
+    assert logger.close() == []
+    runs = {k: client.get_run(logger.runs[member_id(trial.trial_id, k)]) for k in (0, 1)}
+    assert runs[0].info.status == "KILLED" and runs[0].data.tags["status"] == "interrupted"
+    assert runs[1].info.status == "FINISHED" and runs[1].data.tags["status"] == "collapsed"
+    assert logger.verdicts[member_id(trial.trial_id, 0)][0] == "interrupted"
+
+
 def _report(tmp_path: Path, name: str) -> dict:
     """What the report says, in terms that do not depend on the run (trial ids are random)."""
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
