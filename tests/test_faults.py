@@ -336,25 +336,36 @@ def test_a_run_a_killed_driver_left_open_is_closed_by_the_resumed_sweep(tmp_path
     assert resumed.verdicts[left_open.trial_id] == ("completed", "")
 
 
+def _cohort_of_two(tmp_path):
+    """A SQLite store with a sweep's parent run, and a running cohort trial of two members (one of
+    Tune's own Trial objects, as the logger's hooks get it)."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import MEMBERS_KEY
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("cohort")
+    parent = client.create_run(experiment_id).info.run_id
+    trial = Trial("train_cohort_trial", stub=True, config={
+        "steps": 300, MEMBERS_KEY: [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.02}]})
+    trial.set_status(Trial.RUNNING)
+    return client, uri, experiment_id, parent, trial
+
+
 def test_a_cohort_restarted_in_a_new_driver_leaves_its_stopped_members_runs_as_they_ended(tmp_path):
     """A member stopped at a rung, then its cohort restarted by a resumed sweep: the member's
     last metrics repeat in every result of the cohort, and its run must stay ended (not be marked
     running again), while the other member's run continues."""
     import pickle
 
-    from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
 
-    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.cohort import member_id
     from ganlib.tracking import SweepLogger
 
-    uri = f"sqlite:///{tmp_path}/m.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("cohort-restart")
-    parent = client.create_run(experiment_id).info.run_id
-    trial = Trial("train_cohort_trial", stub=True, config={
-        "steps": 300, MEMBERS_KEY: [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.02}]})
-    trial.set_status(Trial.RUNNING)
+    client, uri, experiment_id, parent, trial = _cohort_of_two(tmp_path)
 
     def result(step: int, stopped_at: int) -> dict:
         live = {"step": step, "objective": 1.0 / step, "status": "ok", "ended": step == 300}
@@ -391,19 +402,12 @@ def test_a_cohort_restarted_in_a_new_driver_leaves_its_stopped_members_runs_as_t
 def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_stay_as_they_ended(tmp_path):
     """After Ctrl-C Tune stops trials without telling callbacks: at the experiment's end the live
     members of a cohort are interrupted (KILLED), a member that had stopped keeps its verdict."""
-    from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
 
-    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.cohort import member_id
     from ganlib.tracking import SweepLogger
 
-    uri = f"sqlite:///{tmp_path}/m.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("cohort-ctrl-c")
-    parent = client.create_run(experiment_id).info.run_id
-    trial = Trial("train_cohort_trial", stub=True, config={
-        "steps": 300, MEMBERS_KEY: [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.02}]})
-    trial.set_status(Trial.RUNNING)
+    client, uri, experiment_id, parent, trial = _cohort_of_two(tmp_path)
     logger = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
     logger.setup()
     logger.on_trial_start(0, [], trial)
