@@ -46,6 +46,11 @@ SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth
 MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY = "_members", "_member_trials", "_member_rungs"
 
 
+def cohort_base(config: dict[str, Any]) -> dict[str, Any]:
+    """A cohort trial's config without its members: the run settings every member gets."""
+    return {k: v for k, v in config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+
+
 def member_id(trial_id: str, k: int) -> str:
     """A member's id (its MLflow run's ``ray_trial_id``): its cohort's trial id and its place."""
     return f"{trial_id}-m{k}"

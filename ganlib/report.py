@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id, members_of
+from .cohort import MEMBERS_KEY, cohort_base, member_id, members_of
 from .report_page import render_report_page
 from .tracking import find_trial_run, log_bytes, log_metrics, trial_status
 
@@ -64,7 +64,7 @@ def member_results(results) -> list:
         trial_id = trial_id_of_result(result)
         work = {k: float(m.get("critic_steps", 0)) + float(m.get("step", 0)) for k, m in last.items()}
         seconds = float((result.metrics or {}).get("time_total_s", 0.0))
-        base = {k: v for k, v in config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+        base = cohort_base(config)
         for k, member in enumerate(config[MEMBERS_KEY]):
             metrics = {**last.get(k, {}), "trial_id": member_id(trial_id, k),
                        "time_total_s": seconds * work.get(k, 0.0) / (sum(work.values()) or 1.0)}

@@ -31,7 +31,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id, members_of
+from .cohort import MEMBERS_KEY, cohort_base, member_id, members_of
 from .config import SHORTHANDS, GanConfig, expand_shorthand
 
 logger = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class SweepLogger(Callback):
     # -- cohort trials: one run per member, ended when the member ends ----------------------------
     def _member_configs(self, trial) -> list[tuple[str, dict[str, Any]]]:
         """A cohort trial's members: (member id, config: the trial's run settings and its params)."""
-        base = {k: v for k, v in trial.config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+        base = cohort_base(trial.config)
         out = []
         for k, member in enumerate(trial.config[MEMBERS_KEY]):
             mid = member_id(trial.trial_id, k)

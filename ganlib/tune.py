@@ -20,7 +20,7 @@ import torch
 from .config import GanConfig
 from .data import Dataset
 from .train import train
-from .trainer import CheckpointError, load_checkpoint
+from .trainer import CHECKPOINT_KEYS, CheckpointError, load_checkpoint
 
 CHECKPOINT_FILE = "checkpoint.pt"
 logger = logging.getLogger(__name__)
@@ -40,12 +40,12 @@ def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> Non
 COHORT_KEYS = ("cohort", "evaluation", "latest")  # a cohort trial's checkpoint (cohort_run.cohort_checkpoint)
 
 
-def load_tune_checkpoint(checkpoint: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+def load_tune_checkpoint(checkpoint: Any, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
     """The state in a Tune checkpoint (a solo run's, or with ``keys=COHORT_KEYS`` a cohort's);
     ``CheckpointError`` naming the checkpoint if it is damaged."""
     try:
         with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / CHECKPOINT_FILE, *(() if keys is None else (keys,)))
+            return load_checkpoint(Path(folder) / CHECKPOINT_FILE, keys)
     except CheckpointError as err:
         raise CheckpointError(f"{checkpoint.path}: {err}") from None
     except OSError as err:
@@ -68,7 +68,7 @@ def older_checkpoints(checkpoint: Any) -> list[Any]:
     return [tune.Checkpoint(p, filesystem=checkpoint.filesystem) for p in paths]
 
 
-def restore_state(checkpoint: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+def restore_state(checkpoint: Any, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any] | None:
     """The newest readable checkpoint of the trial: a truncated or damaged one is skipped (with
     a warning naming it) for the one before; None if none is readable (the trial starts over)."""
     for candidate in [checkpoint, *older_checkpoints(checkpoint)]:
@@ -116,10 +116,10 @@ def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> N
     import ray
     from ray import tune
 
-    from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, member_id
+    from .cohort import MEMBERS_KEY, RUNGS_KEY, cohort_base, member_id
     from .cohort_run import train_cohort
 
-    base = {k: v for k, v in config.items() if k not in (MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY)}
+    base = cohort_base(config)
     base["device"] = trial_device(base.get("device", "auto"))
     configs = [{**base, **member} for member in config[MEMBERS_KEY]]
     if data is not None and data.name != configs[0].get("dataset", GanConfig.dataset):
