@@ -15,6 +15,10 @@ configuration that fails on some seed ranks after every one that never does. The
 distinguishable from the runner-up when their intervals do not overlap; Welch's t-test p-value
 is reported beside it. Each run also has a final evaluation on 8x ``eval_samples`` fresh samples
 (``final_<metric>``), the headline numbers that no search decision saw.
+
+A cohort sweep (``--cohort K``) confirms in cohorts too (``confirmation_cohorts``): the runs that
+share a structure train as stacked members of up to K, each still its own run with its own seed
+and its own verdict; a member's trajectory is its solo run's, so the statistics are the same.
 """
 
 from __future__ import annotations
@@ -80,6 +84,41 @@ def confirmation_configs(candidates: list[Candidate], seeds: list[int], eval_sam
             out.append({**candidate.config, "seed": seed, "collapse": collapse, "checkpoint_steps": [],
                         "checkpoint_every": checkpoint_every, "final_eval_samples": FINAL_EVAL_FACTOR * eval_samples})
     return out
+
+
+def confirmation_cohorts(configs: list[dict[str, Any]], size: int, slots: int | None) -> dict[str, Any]:
+    """The confirmation runs as cohort trials of at most ``size`` members: a param space whose
+    run settings (the values every run shares) are the trials' base, with a grid over the
+    trials' member lists (each member: its run's other values). Runs of one structure
+    (``cohort.SHARED``) are split into cohorts of balanced sizes; then, while the cohorts do not
+    fill whole rounds of ``slots`` (the trials Tune runs at once), the structure with the largest
+    cohorts is split into one more: 9 runs by at most 4 on 2 slots are 3, 2, 2, 2 (two rounds of
+    two), not 3, 3, 3 (a slot idle in the second round)."""
+    from ray import tune
+
+    from .cohort import MEMBERS_KEY, SHARED
+    from .config import GanConfig
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for config in configs:
+        resolved = GanConfig.from_dict(config)
+        groups.setdefault(tuple(repr(getattr(resolved, k)) for k in SHARED), []).append(config)
+    runs = list(groups.values())
+    parts = [-(-len(group) // size) for group in runs]
+    while slots and sum(parts) % slots and any(p < len(g) for p, g in zip(parts, runs, strict=True)):
+        widest = max(range(len(runs)), key=lambda i: -(-len(runs[i]) // parts[i]))  # its largest cohort
+        parts[widest] += 1
+    cohorts = [chunk for group, n in zip(runs, parts, strict=True) for chunk in _balanced(group, n)]
+    keys = {k for c in configs for k in c}
+    base = {k: configs[0][k] for k in keys if all(k in c and c[k] == configs[0][k] for c in configs)}
+    members = [[{k: v for k, v in c.items() if k not in base} for c in cohort] for cohort in cohorts]
+    return {**base, MEMBERS_KEY: tune.grid_search(members)}
+
+
+def _balanced(items: list, parts: int) -> list[list]:
+    """``items`` in ``parts`` consecutive chunks whose sizes differ by at most one."""
+    cuts = [len(items) * i // parts for i in range(parts + 1)]
+    return [items[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
 def confirms(candidates: list[Candidate]) -> dict[str, str]:

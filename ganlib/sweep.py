@@ -184,8 +184,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
         raise SweepInterrupted(summary)
     confirmation = None
     if settings.confirm_top and "best" in summary:
-        solo = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial)  # candidates run alone
-        confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, solo, client,
+        run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1)
+        confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, run, client,
                                                           experiment_id, parent_run_id, logger)
         undelivered += more
         if any(r["status"] == "interrupted" for r in confirm_rows):
@@ -215,11 +215,20 @@ def _keys_of(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _confirm_stage(settings, prepared, plan, built, results, run, client, experiment_id: str, parent_run_id: str,
                    search_logger) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str]]:
-    """The K best distinct healthy configurations, trained again on fresh seeds (``confirm.py``)."""
+    """The K best distinct healthy configurations, trained again on fresh seeds (``confirm.py``);
+    in cohorts of up to ``--cohort`` members when the sweep's trials are cohorts."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from .confirm import confirmation_configs, confirms, identity, pick_candidates, seeds_for, summarize
-    from .report import trial_id_of_result
+    from .confirm import (
+        confirmation_cohorts,
+        confirmation_configs,
+        confirms,
+        identity,
+        pick_candidates,
+        seeds_for,
+        summarize,
+    )
+    from .report import member_results, trial_id_of_result
     from .tracking import SweepLogger, delete_orphan_runs, trial_status
 
     configs_by_trial = {trial_id_of_result(r): dict(r.config or {}) for r in results}
@@ -231,9 +240,16 @@ def _confirm_stage(settings, prepared, plan, built, results, run, client, experi
     logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps,
                          search_logger.searched, search_logger.tags, False, search_logger.real_points,
                          stage="confirm", confirms=confirms(candidates))
-    param_space = _keys_of(configs)
-    search = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=settings.max_concurrent or 0)
-    confirm_results = _tune_run(settings, name, run, param_space, logger, search_alg=search, num_samples=len(configs))
+    if settings.cohort > 1:
+        param_space = confirmation_cohorts(configs, settings.cohort, settings.max_concurrent)
+        search = BasicVariantGenerator(max_concurrent=settings.max_concurrent or 0)
+        trials = 1  # one of each cohort of the grid
+    else:
+        param_space = _keys_of(configs)
+        search = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=settings.max_concurrent or 0)
+        trials = len(configs)
+    confirm_results = member_results(_tune_run(settings, name, run, param_space, logger, search_alg=search,
+                                               num_samples=trials))
     live = SweepLogger.live(f"{parent_run_id}/confirm") or logger
     undelivered = live.close()
     if settings.resume:

@@ -1,6 +1,7 @@
 """A sweep of cohort trials (``--cohort K``), run for real (local Ray, SQLite MLflow, Optuna):
 every member is a trial to the searcher, the scheduler's rungs, MLflow and the report, and its
-logged curve is the one its configuration gives when trained alone."""
+logged curve is the one its configuration gives when trained alone; the confirmation stage runs in
+cohorts too, each run still its own, with its own seed and its solo run's curve."""
 
 import json
 from pathlib import Path
@@ -29,14 +30,16 @@ def _space(tmp_path) -> str:
 def test_a_cohort_sweep_makes_every_member_a_trial(local_ray, tmp_path):
     settings = SweepSettings(space=_space(tmp_path), preset="smoke", num_trials=6, steps=90, eval_every=10,
                              max_concurrent=1, cohort=3, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                             storage_path=str(tmp_path / "ray"), device="cpu", name="cohorts")
+                             storage_path=str(tmp_path / "ray"), device="cpu", name="cohorts", confirm_top=2,
+                             confirm_seeds=2)
     summary = run_sweep(settings)
     assert summary["trials"] == 6 and "cohorts of 3: 2 trials" in summary["schedule"]
 
     client = MlflowClient(settings.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(settings.experiment).experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("ganlib_role") == "sweep"]
-    members = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    members = [r for r in children if r.data.tags["stage"] == "search"]
     assert len(members) == 6 and len({m.data.tags["ray_trial_id"] for m in members}) == 6
     cohorts = {m.data.tags["cohort"] for m in members}
     assert len(cohorts) == 2 and {m.data.tags["cohort_member"] for m in members} == {"0", "1", "2"}
@@ -67,4 +70,23 @@ def test_a_cohort_sweep_makes_every_member_a_trial(local_ray, tmp_path):
         train(config, lambda metrics, state, alone=alone: alone.append(metrics))
         logged = {m.step: m.value for m in client.get_metric_history(member.info.run_id, "w1")}
         early = [m for m in alone if m["step"] <= min(50, max(logged))]
+        assert [logged[m["step"]] for m in early] == pytest.approx([m["w1"] for m in early], rel=2e-3)
+
+    # the confirmation: 2 candidates x 2 seeds as 2 cohorts of 2 (balanced under --cohort 3), each
+    # run its own, with its own seed, its solo curve, and its row in the confirmation table
+    confirm_runs = [r for r in children if r.data.tags["stage"] == "confirm"]
+    assert len(confirm_runs) == 4 and len({r.data.tags["cohort"] for r in confirm_runs}) == 2
+    assert {r.data.tags["cohort_size"] for r in confirm_runs} == {"2"}
+    assert len({r.data.params["seed"] for r in confirm_runs}) == 2
+    table = summary["confirmation"]["table"]
+    assert len(table) == 2 and all(t["seeds"] == 2 for t in table)
+    assert {r.data.tags["confirms"] for r in confirm_runs} == {t["trial_id"] for t in table}
+    for run in confirm_runs:
+        assert run.info.status == "FINISHED" and run.data.metrics["final_w1"] > 0
+        config = dict(best["config"], lr_g=float(run.data.params["lr_g"]), lr_d=float(run.data.params["lr_d"]),
+                      seed=int(run.data.params["seed"]))
+        alone = []
+        train(config, lambda metrics, state, alone=alone: alone.append(metrics))
+        logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "w1")}
+        early = [m for m in alone if m["step"] <= 50]
         assert [logged[m["step"]] for m in early] == pytest.approx([m["w1"] for m in early], rel=2e-3)

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ganlib.confirm import Candidate, confirmation_configs, identity, interval, pick_candidates, seeds_for, summarize
+from ganlib.cohort import MEMBERS_KEY
+from ganlib.confirm import (
+    Candidate,
+    confirmation_cohorts,
+    confirmation_configs,
+    identity,
+    interval,
+    pick_candidates,
+    seeds_for,
+    summarize,
+)
 from ganlib.settings import SweepSettings
 from ganlib.sweep import run_sweep
 
@@ -55,6 +65,36 @@ def test_candidates_are_distinct_healthy_configurations_with_fresh_seeds():
     made = confirmation_configs(picked, seeds, eval_samples=512, checkpoint_every=100)
     assert len(made) == 6 and {m["seed"] for m in made} == set(seeds) and not set(seeds) & {0}
     assert all(m["final_eval_samples"] == 8 * 512 and m["collapse"]["stall_patience"] == 0 for m in made)
+
+
+def test_a_cohort_sweep_confirms_in_balanced_cohorts_of_one_structure():
+    """--cohort K: runs that share a structure are stacked (never runs of another n_critic), in
+    cohorts of at most K of balanced sizes, split further to fill the slots; the run settings
+    every run shares are the trial's base, each member holds the rest of its run's config."""
+    def candidate(name, lr, n_critic):
+        return Candidate(name, {"loss": "wgan", "lr_d": lr, "n_critic": n_critic, "seed": 0, "steps": 40}, 0.1)
+
+    five, other = [candidate(f"c{i}", 1e-4 * (i + 1), 5) for i in range(3)], candidate("d", 1e-3, 2)
+    made = confirmation_configs([*five, other], seeds_for(0, 3), eval_samples=512, checkpoint_every=100)
+    space = confirmation_cohorts(made, size=8, slots=None)
+    cohorts = space[MEMBERS_KEY]["grid_search"]
+    rebuilt = [{**{k: v for k, v in space.items() if k != MEMBERS_KEY}, **m} for c in cohorts for m in c]
+    assert sorted(map(identity, rebuilt)) == sorted(map(identity, made))  # every run, once, as it was
+    assert sorted((c["seed"], c["lr_d"]) for c in rebuilt) == sorted((c["seed"], c["lr_d"]) for c in made)
+    assert sorted(len(c) for c in cohorts) == [3, 4, 5]  # 9 runs of n_critic 5 by at most 8: 5 and 4; 3 of n_critic 2
+    assert all(len({m["n_critic"] for m in c}) == 1 for c in cohorts)
+    assert space["steps"] == 40 and space["final_eval_samples"] == 8 * 512 and "seed" not in space
+
+    def sizes(size, slots):
+        return sorted(len(c) for c in confirmation_cohorts(made, size, slots)[MEMBERS_KEY]["grid_search"])
+
+    assert sizes(4, None) == [3, 3, 3, 3]  # 9 of n_critic 5 by at most 4: 3 of 3 (not 4, 4, 1)
+    assert sizes(8, 4) == [3, 3, 3, 3]  # 3 cohorts on 4 slots: the widest structure split once more
+    assert sizes(4, 2) == [3, 3, 3, 3]  # whole rounds already
+    assert sizes(8, 2) == [3, 3, 3, 3]  # 5, 4 and 3 on 2 slots: the 9 as three cohorts
+    assert sizes(4, 3) == [1, 2, 2, 2, 2, 3]  # 4 cohorts on 3 slots: split up to 2 whole rounds
+    assert sizes(1, 5) == [1] * 12  # no cohort splits below one run
+    assert sizes(1, None) == [1] * 12
 
 
 def test_runs_match_their_configuration_when_candidates_set_different_keys():
