@@ -44,6 +44,7 @@ SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth
 # A cohort trial's config: its members' configs (params only; the run settings are the trial's),
 # their Optuna trial numbers, and the name of the actor holding the members' rungs (None: none).
 MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY = "_members", "_member_trials", "_member_rungs"
+MEMBER_ERROR = "error"  # the status of a member whose own evaluation raised (cohort_run.member_error)
 
 
 def cohort_base(config: dict[str, Any]) -> dict[str, Any]:

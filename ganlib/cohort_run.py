@@ -7,6 +7,11 @@ as a solo run would (its collapse / stall verdict, under ``stop_on_collapse``) o
 ``decide`` says so (a scheduler's rung); a stopped member leaves the stack and costs nothing
 more. The run ends when its last member stops or reaches the budget.
 
+An exception raised while evaluating one member (its metrics, its final evaluation) ends that
+member alone, with status ``error`` and the exception as its reason, as the same error would end
+its solo trial; the others train on. An exception in the stacked step is every live member's: it
+propagates, and the trial errors.
+
 At each evaluation the reporter gets every member's latest metrics (``ended`` True for a member
 that has stopped or reached the budget; a stopped member's are those it stopped with) and, when
 a checkpoint is due, the state of the whole cohort (``cohort_checkpoint``). Stops are decided
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .cohort import CohortTrainer
+from .cohort import MEMBER_ERROR, CohortTrainer
 from .collapse import OK
 from .config import GanConfig
 from .data import Dataset
@@ -61,12 +66,16 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
         for k in cohort.active:
             member = cohort.member_trainer(k)
             evaluate = evaluators[k]
-            metrics = evaluate({"step": step, "critic_steps": member.critic_steps, **means[k].pop(),
-                                "samples_per_s": throughput[k].rate(), "opt_lr_d": member.cfg.lr_d,
-                                "opt_lr_g": member.cfg.lr_g})
-            stop = member.cfg.stop_on_collapse and metrics["status"] != OK
-            if cfg.final_eval_samples and (stop or step == cfg.steps):
-                metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
+            train_metrics = {"step": step, "critic_steps": member.critic_steps, **means[k].pop(),
+                             "samples_per_s": throughput[k].rate(), "opt_lr_d": member.cfg.lr_d,
+                             "opt_lr_g": member.cfg.lr_g}
+            try:
+                metrics = evaluate(train_metrics)
+                stop = member.cfg.stop_on_collapse and metrics["status"] != OK
+                if cfg.final_eval_samples and (stop or step == cfg.steps):
+                    metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
+            except Exception as err:  # noqa: BLE001 - this member's failure, not its cohort's
+                metrics, stop = member_error(train_metrics, err, evaluate.penalty), True
             results[k] = metrics
             if stop:
                 ending.add(k)
@@ -83,6 +92,13 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
         for k in cohort.active:
             throughput[k].reset()
     return cohort
+
+
+def member_error(train_metrics: dict[str, Any], err: Exception, penalty: float) -> dict[str, Any]:
+    """A member whose evaluation raised: its training statistics, status ``error``, the exception
+    as its reason, and a failed run's objective (the searcher is told it failed)."""
+    return {"step": train_metrics["step"], "objective": penalty, **train_metrics, "status": MEMBER_ERROR,
+            "reason": f"evaluating this member raised {type(err).__name__}: {err}"[:1000]}
 
 
 def cohort_checkpoint(cohort: CohortTrainer, evaluators: list[Evaluator], latest: dict[int, dict[str, Any]],

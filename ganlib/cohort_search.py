@@ -23,7 +23,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from .cohort import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, SHARED, member_id, members_of  # noqa: F401
+from .cohort import MEMBER_ERROR, MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, SHARED, member_id, members_of  # noqa: F401
 from .spaces import SearchSpace
 
 
@@ -71,7 +71,9 @@ class CohortSearch(Searcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Members that ended in this result are told now (a cohort runs on after a member stops)."""
         for k, member in members_of(result).items():
-            if member.get("ended"):
+            if member.get("ended") and member.get("status") == MEMBER_ERROR:
+                self._tell(self.members[trial_id][k], None, optuna.trial.TrialState.FAIL)
+            elif member.get("ended"):
                 self._tell(self.members[trial_id][k], member.get(self.metric))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:

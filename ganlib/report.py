@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .cohort import MEMBERS_KEY, cohort_base, member_id, members_of
+from .cohort import MEMBER_ERROR, MEMBERS_KEY, cohort_base, member_id, members_of
 from .report_page import render_report_page
 from .tracking import find_trial_run, log_bytes, log_metrics, trial_status
 
@@ -68,7 +68,8 @@ def member_results(results) -> list:
         for k, member in enumerate(config[MEMBERS_KEY]):
             metrics = {**last.get(k, {}), "trial_id": member_id(trial_id, k),
                        "time_total_s": seconds * work.get(k, 0.0) / (sum(work.values()) or 1.0)}
-            out.append(MemberResult(metrics, {**base, **member}, result.error, result.path))
+            failed = result.error or (metrics["reason"] if metrics.get("status") == MEMBER_ERROR else None)
+            out.append(MemberResult(metrics, {**base, **member}, failed, result.path))
     return out
 
 

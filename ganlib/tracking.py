@@ -31,7 +31,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .cohort import MEMBERS_KEY, cohort_base, member_id, members_of
+from .cohort import MEMBER_ERROR, MEMBERS_KEY, cohort_base, member_id, members_of
 from .config import SHORTHANDS, GanConfig, expand_shorthand
 
 logger = logging.getLogger(__name__)
@@ -376,8 +376,11 @@ class SweepLogger(Callback):
             self.queue.put(self._log_result, mid, configs[mid], numeric_metrics(metrics, first=primary),
                            int(metrics.get("step", 0)))
             if metrics.get("ended"):
-                self.verdicts[mid] = trial_status(metrics, self.steps, False)
-                self.queue.put(self._end_run, mid, configs[mid], *self.verdicts[mid], None, "FINISHED")
+                errored = metrics.get("status") == MEMBER_ERROR  # its evaluation raised: its reason says what
+                self.verdicts[mid] = (MEMBER_ERROR, metrics.get("reason", "")) if errored \
+                    else trial_status(metrics, self.steps, False)
+                self.queue.put(self._end_run, mid, configs[mid], *self.verdicts[mid], None,
+                               "FAILED" if errored else "FINISHED")
 
     def _finish_cohort(self, trial, errored: bool, interrupted: bool = False) -> None:
         """The cohort ended: its members still training end with it (completed, errored or

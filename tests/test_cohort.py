@@ -231,6 +231,35 @@ def test_a_member_that_diverges_stops_and_the_others_train_on():
     assert last[1]["ended"] and last[1]["status"] == "diverged" and last[1]["step"] == solo_wild[-1]["step"]
 
 
+def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch):
+    """An exception while evaluating member 1 (here exact OT failing to converge at step 40, as
+    it can on a degenerate point cloud) ends member 1 with ``error`` and the exception as its
+    reason; the others train on exactly as alone."""
+    import ganlib.cohort_run
+    from ganlib.evaluate import Evaluator
+    from ganlib.metrics.wasserstein import ConvergenceError
+
+    configs = [dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop")]
+    configs.append(dict(configs[0], lr_d=2e-3))
+
+    class FailsOnMember1(Evaluator):
+        def metrics(self, scored=True):
+            if self.trainer.cfg.lr_d == 2e-3 and self.trainer.step == 40:
+                raise ConvergenceError("network simplex did not converge")
+            return super().metrics(scored)
+
+    monkeypatch.setattr(ganlib.cohort_run, "Evaluator", FailsOnMember1)
+    history, checkpoints, cohort, last = _cohort_history(configs)
+    assert last[2]["ended"] and last[2]["status"] == "error" and last[2]["step"] == 40
+    assert "ConvergenceError: network simplex did not converge" in last[2]["reason"]
+    assert last[2]["objective"] > 100 * max(m["objective"] for m in history[0])  # a failed run's penalty
+    assert cohort.active == [0, 1] and 2 in cohort.retired and checkpoints[40]["cohort"]["active"] == [0, 1]
+    monkeypatch.undo()
+    for k in (0, 1):
+        _assert_same_history(history[k], _solo_history(configs[k]))
+        assert last[k]["step"] == 60 and last[k]["status"] == "ok"
+
+
 def test_a_member_the_reporter_stops_leaves_the_stack():
     configs = [dict(c, **RUN) for c in _members("least_squares", "gp", "sgd")]
     history, checkpoints, cohort, last = _cohort_history(configs, decide=lambda results: {1} & set(results))

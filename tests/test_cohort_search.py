@@ -64,6 +64,8 @@ def test_each_member_is_told_its_own_result_and_the_record_survives_a_restore(tm
     assert study.trials[a[NUMBERS_KEY][0]].state == optuna.trial.TrialState.RUNNING  # still training
     search.on_trial_complete("a", {"members": {"0": {"objective": 0.3}, "2": {"objective": 0.7}}})
     assert [study.trials[n].value for n in a[NUMBERS_KEY]] == [0.3, 0.5, 0.7]
+    search.on_trial_result("b", {"members": {"2": {"ended": True, "objective": 1e3, "status": "error"}}})
+    assert study.trials[b[NUMBERS_KEY][2]].state == optuna.trial.TrialState.FAIL  # its evaluation raised
     search.on_trial_complete("b", None, error=True)
     assert {study.trials[n].state for n in b[NUMBERS_KEY]} == {optuna.trial.TrialState.FAIL}
     search.save_to_dir(str(tmp_path))

@@ -425,6 +425,44 @@ def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_st
     assert logger.verdicts[member_id(trial.trial_id, 0)][0] == "interrupted"
 
 
+def test_a_member_whose_evaluation_raised_is_an_errored_trial_to_mlflow_and_the_report(tmp_path):
+    """A member that ended with status ``error`` (its own evaluation raised, cohort_run): its run
+    is FAILED with the exception as its reason, the report counts it as an errored trial, and
+    its cohort's other member completes as usual."""
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import member_id
+    from ganlib.report import member_results, trial_id_of_result
+    from ganlib.tracking import SweepLogger, trial_status
+
+    client, uri, experiment_id, parent, trial = _cohort_of_two(tmp_path)
+    logger = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
+    logger.setup()
+    logger.on_trial_start(0, [], trial)
+    failed = {"step": 100, "objective": 1e3, "status": "error", "ended": True,
+              "reason": "evaluating this member raised ConvergenceError: no convergence"}
+    for step in (100, 300):
+        result = {"step": step, "objective": 0.5, "members": {
+            "0": {"step": step, "objective": 0.5, "status": "ok", "ended": step == 300}, "1": failed}}
+        trial.update_last_result(result)
+        logger.on_trial_result(0, [], trial, result)
+    trial.set_status(Trial.TERMINATED)
+    logger.on_trial_complete(0, [], trial)
+    assert logger.close() == []
+    runs = {k: client.get_run(logger.runs[member_id(trial.trial_id, k)]) for k in (0, 1)}
+    assert runs[1].info.status == "FAILED" and runs[1].data.tags["status"] == "error"
+    assert "ConvergenceError: no convergence" in runs[1].data.tags["reason"]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["status"] == "completed"
+
+    class Result:  # what Tune's ResultGrid holds for the cohort trial
+        metrics, config, error, path = dict(result, trial_id=trial.trial_id), trial.config, None, "/x/t"
+
+    members = {trial_id_of_result(r): r for r in member_results([Result()])}
+    errored = members[member_id(trial.trial_id, 1)]
+    assert "ConvergenceError" in errored.error and members[member_id(trial.trial_id, 0)].error is None
+    assert trial_status(errored.metrics, 300, errored.error is not None)[0] == "error"
+
+
 def _report(tmp_path: Path, name: str) -> dict:
     """What the report says, in terms that do not depend on the run (trial ids are random)."""
     client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
