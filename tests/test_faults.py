@@ -529,6 +529,47 @@ def test_a_killed_cohort_sweep_resumes_every_member_to_the_uninterrupted_report(
         {k: expected[k] for k in ("statuses", "best", "children")}
 
 
+@pytest.mark.slow
+def test_a_cohort_sweep_killed_in_its_confirmation_resumes_to_the_uninterrupted_confirmation(tmp_path):
+    """The driver is killed while the confirmation stage's cohorts train (``--cohort 3``, 2
+    candidates x 2 seeds as 2 cohorts of 2); the resumed sweep restores them from their
+    checkpoints and confirms the same candidates with the same per-seed scores, one child run
+    per confirmation run."""
+    flags = ["--num-trials", "6", "--cohort", "3", "--steps", "300", "--eval-every", "20", "--max-concurrent", "1",
+             "--seed", "3", "--confirm-top", "2", "--confirm-seeds", "2"]
+
+    def confirmation(name: str) -> dict:
+        client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
+        runs = [c for c in children if c.data.tags["stage"] == "confirm"]
+        assert len(runs) == len({c.data.tags["ray_trial_id"] for c in runs}) == 4
+        assert {c.data.tags["status"] for c in runs} == {"completed"}
+        assert len({c.data.tags["cohort"] for c in runs}) == 2
+        assert_one_value_per_step(client, runs)
+        summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/summary.json")).read_text())
+        params = {c.data.tags["ray_trial_id"]: (c.data.params["clip"], c.data.params["lr_d"]) for c in children}
+        return {params[t["trial_id"]]: sorted(round(v, 6) for v in t["scores"])
+                for t in summary["confirmation"]["table"]}
+
+    reference = subprocess.run(sweep_argv(tmp_path, "reference", *flags), capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = confirmation("reference")
+    total = results_logged(tmp_path, "reference-confirm")
+    proc = subprocess.Popen(sweep_argv(tmp_path, "cut", *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: results_logged(tmp_path, "cut-confirm") >= 0.5 * total, 600, "half of the confirmation", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not sweep_processes(), 30, "the killed driver's Ray processes to end")
+    folders = (tmp_path / "ray" / "cut-confirm").glob("*/result.json")
+    cohorts_before = {p.parent.name.removeprefix("trial_") for p in folders}
+    final = subprocess.run(sweep_argv(tmp_path, "cut", *flags, "--resume"), capture_output=True, text=True,
+                           timeout=900)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert len(expected) == 2 and confirmation("cut") == expected
+    _, _, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "cut")
+    restored = {c.data.tags["cohort"] for c in children if c.data.tags["stage"] == "confirm"}
+    assert restored & cohorts_before  # the stage was restored (its cohorts continued), not started again
+
+
 # -- killed trial workers ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(tmp_path):
