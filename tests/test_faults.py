@@ -530,20 +530,22 @@ def test_a_killed_cohort_sweep_resumes_every_member_to_the_uninterrupted_report(
 
 
 @pytest.mark.slow
-def test_a_cohort_sweep_killed_in_its_confirmation_resumes_to_the_uninterrupted_confirmation(tmp_path):
-    """The driver is killed while the confirmation stage's cohorts train (``--cohort 3``, 2
-    candidates x 2 seeds as 2 cohorts of 2); the resumed sweep restores them from their
+@pytest.mark.parametrize("cohort", [1, 3])
+def test_a_sweep_killed_in_its_confirmation_resumes_to_the_uninterrupted_confirmation(tmp_path, cohort):
+    """The driver is killed while the confirmation stage trains (2 candidates x 2 seeds: 4 trials,
+    or with ``--cohort 3`` 2 cohorts of 2); the resumed sweep restores its trials from their
     checkpoints and confirms the same candidates with the same per-seed scores, one child run
     per confirmation run."""
-    flags = ["--num-trials", "6", "--cohort", "3", "--steps", "300", "--eval-every", "20", "--max-concurrent", "1",
-             "--seed", "3", "--confirm-top", "2", "--confirm-seeds", "2"]
+    flags = ["--num-trials", "6", "--cohort", str(cohort), "--steps", "300", "--eval-every", "20",
+             "--max-concurrent", "1", "--seed", "3", "--confirm-top", "2", "--confirm-seeds", "2"]
+    trial_tag = "cohort" if cohort > 1 else "ray_trial_id"  # the Tune trial a confirmation run trained in
 
     def confirmation(name: str) -> dict:
         client, [parent], children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", name)
         runs = [c for c in children if c.data.tags["stage"] == "confirm"]
         assert len(runs) == len({c.data.tags["ray_trial_id"] for c in runs}) == 4
         assert {c.data.tags["status"] for c in runs} == {"completed"}
-        assert len({c.data.tags["cohort"] for c in runs}) == 2
+        assert len({c.data.tags[trial_tag] for c in runs}) == (2 if cohort > 1 else 4)
         assert_one_value_per_step(client, runs)
         summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/summary.json")).read_text())
         params = {c.data.tags["ray_trial_id"]: (c.data.params["clip"], c.data.params["lr_d"]) for c in children}
@@ -560,14 +562,14 @@ def test_a_cohort_sweep_killed_in_its_confirmation_resumes_to_the_uninterrupted_
     proc.wait(10)
     wait_for(lambda: not sweep_processes(), 30, "the killed driver's Ray processes to end")
     folders = (tmp_path / "ray" / "cut-confirm").glob("*/result.json")
-    cohorts_before = {p.parent.name.removeprefix("trial_") for p in folders}
+    trials_before = {p.parent.name.removeprefix("trial_") for p in folders}
     final = subprocess.run(sweep_argv(tmp_path, "cut", *flags, "--resume"), capture_output=True, text=True,
                            timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
     assert len(expected) == 2 and confirmation("cut") == expected
     _, _, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "cut")
-    restored = {c.data.tags["cohort"] for c in children if c.data.tags["stage"] == "confirm"}
-    assert restored & cohorts_before  # the stage was restored (its cohorts continued), not started again
+    restored = {c.data.tags[trial_tag] for c in children if c.data.tags["stage"] == "confirm"}
+    assert restored & trials_before  # the stage was restored (its trials continued), not started again
 
 
 # -- killed trial workers ---------------------------------------------------------------------------
