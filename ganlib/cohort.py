@@ -5,7 +5,8 @@ framework overhead. A cohort trains K members that share their structure (datase
 and norms, batch size, optimizer type, n_critic, loss and constraint) in one process: each
 network's parameters are stacked along a leading member axis, so one kernel serves K members:
 plain MLPs (linear layers and ReLUs) run as batched matrix products, other networks through
-``torch.func.vmap(functional_call(...))``, which costs more per call (bench/cohort_throughput.py).
+``torch.func.vmap(functional_call(...))``, which costs more per call (bench/cohort_throughput.py),
+except convolutional networks on the CPU, which run member by member (``StackedNetwork``).
 Everything that may differ between members is a tensor over that axis: learning rates, betas,
 momentum, the clip value, lambda; so are the seeds (each member keeps its own data and noise
 generators; members of one seed share one batch, as their solo runs would see the same one).
@@ -106,16 +107,28 @@ def _plain_mlp_layers(module: nn.Module) -> list[str] | None:
     return [f"net.{name}" for name, m in layers if isinstance(m, nn.Linear)]
 
 
-class StackedNetwork:
-    """K networks of one structure: parameters and buffers stacked on a leading member axis."""
+def _convolutional(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
-    def __init__(self, modules: list[nn.Module]):
+
+class StackedNetwork:
+    """K networks of one structure: parameters and buffers stacked on a leading member axis.
+
+    Three ways to run them: plain MLPs as batched matrix products; convolutional networks on the
+    CPU member by member (``one_by_one``: the same kernels as alone, on slices of the stacks; a
+    DCGAN's convolutions keep a core busy, and vmap's grouped convolutions ran them at 0.7-0.9x the
+    speed of separate trainers here, bench/cohort_throughput.py); the rest through
+    ``vmap(functional_call(...))``, which fills a GPU with one batched kernel per layer."""
+
+    def __init__(self, modules: list[nn.Module], one_by_one: bool | None = None):
         params, buffers = stack_module_state(modules)
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")  # the structure; the tensors are ours
         self.training = True
         self.linear_layers = _plain_mlp_layers(self.base)
+        on_cpu = next(iter(self.params.values())).device.type == "cpu"
+        self.one_by_one = on_cpu and _convolutional(self.base) if one_by_one is None else one_by_one
 
     def _batched_mlp(self, x: Tensor, shared: bool) -> Tensor:
         """A plain MLP (linear layers and ReLUs) as batched matrix products: the same arithmetic
@@ -141,6 +154,10 @@ class StackedNetwork:
         if self.linear_layers is not None:
             return self._batched_mlp(x, shared)
         self.base.train(self.training)
+        if self.one_by_one:  # slices of the stacks: gradients and batch norm's updates reach them
+            return torch.stack([functional_call(self.base, ({n: t[k] for n, t in self.params.items()},
+                                                            {n: t[k] for n, t in self.buffers.items()}),
+                                                (x if shared else x[k],)) for k in range(self.size)])
 
         def one(params, buffers, xi):
             return functional_call(self.base, (params, buffers), (xi,))

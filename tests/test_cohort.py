@@ -62,12 +62,18 @@ def test_members_of_different_seeds_keep_their_own_streams():
     _assert_same(cohort, solos)
 
 
-def test_dcgan_members_with_batch_norm_on_images():
+@pytest.mark.parametrize("one_by_one", [True, False], ids=["one_by_one", "vmap"])
+def test_dcgan_members_with_batch_norm_on_images(one_by_one):
+    """Both ways to run convolutional members: one by one on slices of the stacks (the CPU's
+    default) and vmap's batched kernels (CUDA's); each member trains as alone."""
     # SGD: a convolution bias feeding batch norm gets only float noise for a gradient, which Adam
     # would turn into learning-rate-sized steps (no real difference, but not a tight comparison).
     configs = _members("non_saturating", "none", "sgd", dataset="digits", width=4, g_norm="batch", d_norm="batch",
                        depth=None)
     cohort, solos = CohortTrainer(configs), [Trainer(c) for c in configs]
+    assert cohort.critic.one_by_one and cohort.generator.one_by_one  # convolutions, on the CPU
+    assert not CohortTrainer(_members("wasserstein", "gp", "adam", d_norm="layer")).critic.one_by_one
+    cohort.critic.one_by_one = cohort.generator.one_by_one = one_by_one
     for _ in range(15):
         cohort.train_step()
         for solo in solos:
