@@ -128,8 +128,11 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
+    from .tune import set_aside_unreadable_state
 
     path = f"{settings.storage_path.rstrip('/')}/{name}"
+    if settings.resume:
+        set_aside_unreadable_state(path)  # a killed driver can leave truncated state files
     if settings.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
                                   param_space=param_space).fit()

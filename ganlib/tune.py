@@ -80,6 +80,48 @@ def restore_state(checkpoint: Any, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> d
     return None
 
 
+# Tune's experiment state files, one of each kind per driver session (restored: each kind's newest by name)
+TUNE_STATE_FILES = ("experiment_state-*.json", "callback-states-*.pkl", "searcher-state-*.pkl",
+                    "search_gen_state-*.json", "basic-variant-state-*.json")
+
+
+def set_aside_unreadable_state(experiment_path: str) -> list[str]:
+    """Before a restore: each kind of Tune state file whose newest copies cannot be read is
+    renamed aside (``<name>.unreadable``), so Tune restores from the newest readable one.
+
+    A driver SIGKILLed while Tune copies its state from the driver's staging folder into the
+    storage path leaves truncated files there (seen: a 0-byte ``callback-states-*.pkl``), and
+    Tune restores each kind's newest file by name, unchecked: the resumed sweep fails in
+    ``TuneController.resume`` (EOFError). Returns the names set aside."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+    from ray import cloudpickle
+    from ray.train._internal.storage import get_fs_and_path
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    fs, root = get_fs_and_path(experiment_path)
+    try:
+        names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
+    except (FileNotFoundError, OSError):
+        return []
+    aside = []
+    for pattern in TUNE_STATE_FILES:
+        load = _loads_with_cloudpickle if pattern.startswith("experiment_state") else cloudpickle.loads
+        for name in sorted(fnmatch.filter(names, pattern), reverse=True):
+            path = f"{root}/{name}"
+            try:
+                with fs.open_input_stream(path) as stream:
+                    load(stream.readall())
+                break  # the newest readable one: Tune restores from it
+            except Exception:  # noqa: BLE001 - truncated or damaged: any failure to load it
+                fs.move(path, f"{path}.unreadable")
+                aside.append(name)
+                logger.warning("Tune state file %s cannot be read (a driver killed while writing it?): set aside "
+                               "as %s.unreadable; restoring from the one before", path, name)
+    return aside
+
+
 def trial_device(requested: str) -> str:
     """``auto`` is CUDA only when Ray gave this trial a GPU: a trial asking for none keeps the
     node's CUDA_VISIBLE_DEVICES and would otherwise share a GPU Ray has not accounted for."""

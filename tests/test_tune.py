@@ -1,5 +1,6 @@
 """train_gan inside a real local Ray Tune run: reports, checkpoints, resume after a failure."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -101,3 +102,51 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(local_ray, tmp
     state = load_tune_checkpoint(result.checkpoint)
     for key, value in straight.generator.state_dict().items():
         assert torch.equal(value, state["generator"][key])  # the same run as one that never failed
+
+
+class CountsTrials(tune.Callback):
+    """A callback with state saved by Tune (as the sweep's logger and rung records are)."""
+
+    def __init__(self):
+        self.completed = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed += 1
+
+    def get_state(self):
+        return {"completed": self.completed}
+
+    def set_state(self, state):
+        self.completed = state["completed"]
+
+
+def report_once(config):
+    tune.report({"score": config["x"]})
+
+
+def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tmp_path):
+    """A driver killed while Tune copies its state into the storage path leaves truncated files
+    (a 0-byte callback-states-*.pkl was seen after a SIGKILL in the three-kills test). Tune
+    restores each kind's newest file unchecked and comes back with no trials; set aside, the
+    restore uses the newest readable ones."""
+    from ganlib.tune import set_aside_unreadable_state
+
+    path = tmp_path / "truncated"
+    tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="truncated", storage_path=str(tmp_path), verbose=0,
+                                         callbacks=[CountsTrials()])).fit()
+    session = sorted(p.name for p in path.glob("experiment_state-*.json"))[-1].removeprefix("experiment_state-")
+    later = "9999" + session[4:].removesuffix(".json")  # a later session's files, cut short by the kill
+    (path / f"callback-states-{later}.pkl").write_bytes(b"")
+    shutil.copytree(path, tmp_path / "as_is")  # a failed restore writes state of its own: try it on a copy
+    # what the resumed sweep met: Tune loads the newest file unchecked, logs the EOFError, and the
+    # restored run has no trials at all (its own new state file says so: the next resume too)
+    assert len(tune.Tuner.restore(str(tmp_path / "as_is"), report_once, resume_unfinished=True).fit()) == 0
+
+    (path / f"experiment_state-{later}.json").write_text((path / f"experiment_state-{session}").read_text()[:100])
+    aside = set_aside_unreadable_state(str(path))
+    assert sorted(aside) == [f"callback-states-{later}.pkl", f"experiment_state-{later}.json"]
+    assert (path / f"callback-states-{later}.pkl.unreadable").exists()
+    results = tune.Tuner.restore(str(path), report_once, resume_unfinished=True).fit()
+    assert sorted(r.metrics["score"] for r in results) == [1, 2] and not results.errors
+    assert set_aside_unreadable_state(str(path)) == []  # nothing more to set aside
