@@ -133,9 +133,9 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     path = f"{settings.storage_path.rstrip('/')}/{name}"
     if settings.resume:
         set_aside_unreadable_state(path)  # a killed driver can leave truncated state files
-    if settings.resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
-                                  param_space=param_space).fit()
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
+                                      param_space=param_space).fit()
     scheduler = plan.scheduler if plan else None
     tune_config = tune.TuneConfig(
         metric=plan.metric if plan else "objective", mode="min", search_alg=plan.search_alg if plan else search_alg,

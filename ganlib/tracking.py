@@ -140,7 +140,7 @@ def trial_status(last: dict[str, Any] | None, steps: int, errored: bool, finishe
     step = int(last.get("step", 0))
     if errored:
         return "error", f"the trial raised an error after step {step}"
-    if last.get("status") in ("collapsed", "diverged", "stalled"):
+    if last.get("status") in ("collapsed", "diverged", "stalled", MEMBER_ERROR):  # the last: a cohort member's
         return last["status"], last.get("reason", "")
     if step >= steps:
         return "completed", ""
@@ -376,11 +376,9 @@ class SweepLogger(Callback):
             self.queue.put(self._log_result, mid, configs[mid], numeric_metrics(metrics, first=primary),
                            int(metrics.get("step", 0)))
             if metrics.get("ended"):
-                errored = metrics.get("status") == MEMBER_ERROR  # its evaluation raised: its reason says what
-                self.verdicts[mid] = (MEMBER_ERROR, metrics.get("reason", "")) if errored \
-                    else trial_status(metrics, self.steps, False)
+                self.verdicts[mid] = trial_status(metrics, self.steps, False)
                 self.queue.put(self._end_run, mid, configs[mid], *self.verdicts[mid], None,
-                               "FAILED" if errored else "FINISHED")
+                               "FAILED" if self.verdicts[mid][0] == MEMBER_ERROR else "FINISHED")
 
     def _finish_cohort(self, trial, errored: bool, interrupted: bool = False) -> None:
         """The cohort ended: its members still training end with it (completed, errored or

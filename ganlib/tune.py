@@ -91,8 +91,8 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
 
     A driver SIGKILLed while Tune copies its state from the driver's staging folder into the
     storage path leaves truncated files there (seen: a 0-byte ``callback-states-*.pkl``), and
-    Tune restores each kind's newest file by name, unchecked: the resumed sweep fails in
-    ``TuneController.resume`` (EOFError). Returns the names set aside."""
+    Tune restores each kind's newest file by name, unchecked: ``TuneController.resume`` meets an
+    EOFError, logs it, and the restored run has no trials at all. Returns the names set aside."""
     import fnmatch
 
     import pyarrow.fs as pafs
@@ -103,7 +103,7 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
     fs, root = get_fs_and_path(experiment_path)
     try:
         names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
-    except (FileNotFoundError, OSError):
+    except OSError:  # no such folder (yet)
         return []
     aside = []
     for pattern in TUNE_STATE_FILES:
