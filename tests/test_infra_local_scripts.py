@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -359,3 +360,41 @@ def test_stop_ends_the_leftovers_of_its_own_server(tmp_path, script):
         assert not pidfile.exists()
     finally:
         _kill(member)
+
+
+@pytest.mark.parametrize("script", sorted(STATE))
+def test_stop_ends_leftovers_that_lost_the_id_and_their_parent(tmp_path, script):
+    """What failed in CI: Ray's workers retitle themselves (their environment in /proc no longer
+    shows the id), and when the raylet that started them exits they are re-parented out of the
+    group's tree. Such a process is still the server's while another process of the group carries
+    the id (only its session can join the group), and stays so, by PID and start time, after that
+    one has exited: here it ignores SIGTERM, so it is still running when the id-carrier is gone,
+    and only the SIGKILL that follows ends it."""
+    env = base_env(tmp_path / "run")
+    folder, name = STATE[script]
+    pidfile = tmp_path / "run" / folder / name
+    pidfile.parent.mkdir(parents=True)
+    our_id = str(uuid.uuid4())
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); "
+                "time.sleep(300)")
+    leader = subprocess.Popen(
+        ["bash", "-c", 'sleep 300 & echo $!; '
+                       'bash -c \'env -u GANLIB_SERVER_ID "$0" -c "$1" & echo $!\' "$0" "$1"',
+         sys.executable, stubborn],
+        start_new_session=True, stdout=subprocess.PIPE, text=True, env={**os.environ, "GANLIB_SERVER_ID": our_id})
+    carrier, orphan = int(leader.stdout.readline()), int(leader.stdout.readline())
+    assert leader.stdout.readline() == "\n"  # the orphan has set its SIGTERM handler
+    leader.wait(10)
+    leader.stdout.close()
+    try:
+        assert {int(_stat(p)[2]) for p in (carrier, orphan)} == {leader.pid} and not _running(leader.pid)
+        assert int(_stat(orphan)[1]) != leader.pid and _running(orphan)  # re-parented, out of the tree
+        assert b"GANLIB_SERVER_ID" not in Path(f"/proc/{orphan}/environ").read_bytes()
+        pidfile.write_text(f"{leader.pid} 1 {our_id}\n")
+        stopped = run_script(script, "stop", env, timeout=60)
+        assert stopped.returncode == 0 and "warning" not in stopped.stderr, stopped.stderr
+        assert not _running(carrier) and not _running(orphan)
+        assert not pidfile.exists()
+    finally:
+        _kill(carrier)
+        _kill(orphan)

@@ -9,8 +9,9 @@
 # anyone. So the PID file records an identity: "PID STARTTIME SERVER_ID", the start time from
 # /proc/PID/stat and a random id that start puts into the server's environment
 # (GANLIB_SERVER_ID, inherited by every process the server starts). Nothing is signalled unless
-# it matches: the leader by start time and id, a process of a group whose leader is gone by the
-# id in /proc/PID/environ. A PID file without an identity (older scripts) is never acted on.
+# it matches: the leader by start time and id; once the leader is gone, its group while a process
+# in it carries the id in /proc/PID/environ, and the processes seen so (PID and start time)
+# after that. A PID file without an identity (older scripts) is never acted on.
 
 set -euo pipefail
 
@@ -73,13 +74,22 @@ leader_is_ours() {
   has_server_id "$PF_PID" "$PF_ID"
 }
 
-# our_members PGID ID -> the running (not zombie) processes of the group that are ours: those
-# whose environment holds our id, and their descendants in the group (a process that renames
-# itself, as Ray's dashboard modules do, can overwrite the environment /proc shows).
-# Zombies do not count: where PID 1 reaps no orphans (some containers), dead servers stay as zombies.
-our_members() {
-  local entry rest pid changed
-  local -A parent=() ours=()
+# OURS: the running processes of the group last found to be our server's (find_ours sets it).
+# KNOWN_OURS: PID -> start time of every process ever found to be ours during this command, so a
+# process stays ours after its parent exits and it is re-parented out of sight (Ray's workers and
+# dashboard modules retitle themselves, which can overwrite the environment /proc shows).
+OURS=()
+declare -A KNOWN_OURS=()
+
+# find_ours PGID ID : sets OURS to the running (not zombie) processes of the group that are ours.
+# While any process of the group carries our id, the whole group is ours: a process can join a
+# group only from inside its session, our setsid made that session, and the kernel does not reuse
+# a group's number while any process is in it. Once none carries the id, only the processes
+# found before (same PID and start time) still count. Zombies do not count: where PID 1 reaps no
+# orphans (some containers), dead servers stay as zombies.
+find_ours() {
+  local entry rest pid start any_id=0
+  local -A members=()
   for entry in /proc/[0-9]*/stat; do
     rest=""
     { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue  # it exited meanwhile
@@ -87,17 +97,17 @@ our_members() {
     rest="${rest##*) }"
     read -r -a rest <<<"$rest"
     [[ "${rest[0]}" != Z && "${rest[2]}" == "$1" ]] || continue
-    parent[$pid]="${rest[1]}"
-    if has_server_id "$pid" "$2"; then ours[$pid]=1; fi
+    members[$pid]="${rest[19]}"
+    if ((!any_id)) && has_server_id "$pid" "$2"; then any_id=1; fi
   done
-  changed=1
-  while ((changed)); do
-    changed=0
-    for pid in "${!parent[@]}"; do
-      if [[ -z "${ours[$pid]:-}" && -n "${ours[${parent[$pid]}]:-}" ]]; then ours[$pid]=1; changed=1; fi
-    done
+  OURS=()
+  for pid in "${!members[@]}"; do
+    start="${members[$pid]}"
+    if ((any_id)) || [[ "${KNOWN_OURS[$pid]:-}" == "$start" ]]; then
+      OURS+=("$pid")
+      KNOWN_OURS[$pid]="$start"
+    fi
   done
-  for pid in "${!ours[@]}"; do echo "$pid"; done
 }
 
 # group_members PGID -> every running (not zombie) process of the group, ours or not
@@ -113,22 +123,24 @@ group_members() {
   return 0
 }
 
-# ours_alive : a process of our server (the leader or a member of its group with our id) runs
+# ours_alive : a process of our server (the leader, or a process find_ours counts) runs. It scans
+# even while the leader lives, so the processes seen then are remembered after it is gone.
 ours_alive() {
-  leader_is_ours && return 0
-  [[ -n "$(our_members "$PF_PID" "$PF_ID")" ]]
+  find_ours "$PF_PID" "$PF_ID"
+  leader_is_ours || ((${#OURS[@]} > 0))
 }
 
 # signal_ours SIGNAL : while the recorded leader is ours and alive, its process group is ours
 # (a group id cannot be reused while its leader lives): signal the group. Once it is gone,
-# signal only the processes of the group that carry our id, one by one.
+# signal the processes find_ours counts, one by one.
 signal_ours() {
   local pid
   if leader_is_ours; then
     kill "-$1" -- "-$PF_PID" 2>/dev/null || true
     return 0
   fi
-  for pid in $(our_members "$PF_PID" "$PF_ID"); do
+  find_ours "$PF_PID" "$PF_ID"
+  for pid in "${OURS[@]}"; do
     kill "-$1" "$pid" 2>/dev/null || true
   done
 }
