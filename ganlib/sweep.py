@@ -12,9 +12,10 @@ Shared by every script in ``sweeps/`` (``sys.exit(main(["--space", NAME, *argv])
    by the driver (``tracking.py``);
 6. the report on the parent run (``report.py``), the parent's final state, and a summary.
 
-Exit codes: 0 when the sweep ran (some trials may have failed), 1 when every trial errored
-or the sweep crashed (parent run FAILED), 2 for a setting refused before the start, 130 when
-interrupted (parent run KILLED; ``--resume`` continues it).
+Exit codes: 0 when the sweep ran (some trials may have failed), 1 when every trial errored,
+the sweep crashed, or ``--resume`` met Tune state it could not restore (parent run FAILED), 2
+for a setting refused before the start, 130 when interrupted (parent run KILLED; ``--resume``
+continues it).
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
-    from .tune import set_aside_unreadable_state
+    from .tune import restoring, set_aside_unreadable_state
 
     path = f"{settings.storage_path.rstrip('/')}/{name}"
     if settings.resume:
         set_aside_unreadable_state(path)  # a killed driver can leave truncated state files
         if tune.Tuner.can_restore(path):
-            return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
-                                      param_space=param_space).fit()
+            with restoring(logger.key, logger.tune_run):  # a failed restore raises instead of starting the run afresh
+                return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,
+                                          param_space=param_space).fit()
     scheduler = plan.scheduler if plan else None
     tune_config = tune.TuneConfig(
         metric=plan.metric if plan else "objective", mode="min", search_alg=plan.search_alg if plan else search_alg,
@@ -347,6 +349,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (SettingsError, UsageError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_REFUSED
+    from .tune import RestoreFailed  # imports torch: not before a refused flag's one line
+
     try:
         summary = run_sweep(settings)
     except PreflightError as err:
@@ -354,6 +358,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return EXIT_REFUSED
     except SweepFailed as err:
         print(format_summary(settings, err.summary, "FAILED"), file=sys.stderr)
+        return EXIT_FAILED
+    except RestoreFailed as err:
+        print(f"error: --resume: {one_line(err)}. Tune's state is under {settings.experiment_path}; "
+              "the log above has Tune's traceback", file=sys.stderr)
         return EXIT_FAILED
     except (SweepInterrupted, KeyboardInterrupt) as err:
         if isinstance(err, SweepInterrupted):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,64 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
                 logger.warning("Tune state file %s cannot be read (a driver killed while writing it?): set aside "
                                "as %s.unreadable; restoring from the one before", path, name)
     return aside
+
+
+class RestoreFailed(RuntimeError):
+    """Tune could not restore a resumed Tune run: no trial of it ran, nothing was saved."""
+
+
+_RESTORING: dict[str, list[str]] = {}  # key of a Tune run being restored -> errors Tune logged meanwhile
+
+
+class _TuneErrors(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.ERROR)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        self.into.append(f"{type(error).__name__}: {error}" if error else record.getMessage())
+
+
+@contextmanager
+def restoring(key: str, what: str):
+    """Around ``Tuner.restore(...).fit()`` of ``what``, the Tune run whose stateful callback has
+    ``key``: a restore that fails raises ``RestoreFailed`` naming Tune's error, before any trial.
+
+    Tune 2.60 catches any exception while it restores (``TuneController.__init__``), logs
+    "Failed to restore the run state" and goes on as if the run were new. With a searcher
+    restored before the failure, ``tune.run`` then trips an ``AssertionError`` (the searcher
+    already holds its experiment); with the basic variant generator it runs afresh: no trials
+    if that generator was restored (an empty result, and a state file saved over the sweep's),
+    every trial again if not. The callback calls ``require_restored`` from its ``setup``, which
+    Tune calls after restoring and before any trial starts or any state is saved."""
+    errors = _RESTORING.setdefault(key, [])
+    handler = _TuneErrors(errors)
+    tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
+    tune_logger.addHandler(handler)
+    try:
+        yield
+    except RestoreFailed:
+        raise
+    except Exception as err:
+        if errors:  # what failed after Tune's failed restore
+            raise RestoreFailed(_restore_failure(what, errors)) from err
+        raise
+    finally:
+        tune_logger.removeHandler(handler)
+        _RESTORING.pop(key, None)
+
+
+def _restore_failure(what: str, errors: list[str]) -> str:
+    reason = "; ".join(errors) or "its callback's state was not restored"
+    return f"Tune could not restore {what} ({reason}); no trial ran and nothing was saved"
+
+
+def require_restored(key: str, restored: bool, what: str) -> None:
+    """In a stateful callback's ``setup``: raise ``RestoreFailed`` when its Tune run is being
+    restored (``restoring``) but Tune did not restore the callback's state."""
+    if key in _RESTORING and not restored:
+        raise RestoreFailed(_restore_failure(what, _RESTORING[key]))
 
 
 def trial_device(requested: str) -> str:

@@ -299,6 +299,47 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
         run_sweep(settings(tmp_path, num_trials=1))
 
 
+def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
+    """Tune 2.60 catches an exception while it restores, logs it, and runs the experiment afresh:
+    here its restored searcher has nothing left to run, so the "resumed" sweep would write an empty
+    report, and a state file with no trials over the sweep's. The sweep's logger is the callback
+    that notices (Tune never gave it its saved state): the resume fails, naming Tune's error, before
+    any trial starts, and Tune's state is left as it was for the next try."""
+    from ray import cloudpickle
+
+    from ganlib.sweep import main
+    from ganlib.tune import RestoreFailed
+
+    config = settings(tmp_path, num_trials=2, steps=10, eval_every=10, confirm_top=0)
+    run_sweep(config)
+    client, [parent], children = mlflow_runs(config)
+    client.set_tag(parent.info.run_id, "sweep_state", "interrupted")  # as a killed sweep leaves it
+    path = Path(config.experiment_path)
+    session = sorted(p.name for p in path.glob("experiment_state-*.json"))[-1]
+    later = "9999" + session.removeprefix("experiment_state-").removesuffix(".json")[4:]
+    # readable, so not set aside as truncated; but not the state CallbackList.set_state expects
+    (path / f"callback-states-{later}.pkl").write_bytes(cloudpickle.dumps(["not", "a", "dict"]))
+    def state():  # every file but the marker Tune writes to probe the storage path
+        return {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.name != ".validate_storage_marker"}
+
+    on_disk = state()
+
+    resumed = settings(tmp_path, num_trials=2, steps=10, eval_every=10, confirm_top=0, resume=True)
+    with pytest.raises(RestoreFailed, match=r"search stage .*AttributeError: 'list' object has no attribute 'get'"):
+        run_sweep(resumed)
+    assert state() == on_disk  # nothing saved over it
+    client, [parent], after = mlflow_runs(config)
+    assert parent.info.status == "FAILED" and parent.data.tags["sweep_state"] == "crashed"
+    assert "RestoreFailed" in parent.data.tags["sweep_end_reason"]
+    assert sorted(c.info.run_id for c in after) == sorted(c.info.run_id for c in children)  # no new trial
+
+    argv = ["--space", "wgan_clip", "--preset", "smoke", "--tracking-uri", config.tracking_uri, "--storage-path",
+            config.storage_path, "--device", "cpu", "--name", "t", "--num-trials", "2", "--steps", "10",
+            "--eval-every", "10", "--confirm-top", "0", "--resume"]
+    assert main(argv) == 1  # the command line: one error line (printed), exit 1
+    assert state() == on_disk
+
+
 def test_the_loss_constraint_normalisation_grid_runs_as_one_sweep(local_ray, tmp_path):
     config = settings(tmp_path, space="loss_penalty_norm", num_trials=4, scheduler="none", max_concurrent=2)
     summary = run_sweep(config)

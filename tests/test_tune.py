@@ -120,6 +120,21 @@ class CountsTrials(tune.Callback):
         self.completed = state["completed"]
 
 
+class GuardedCounts(CountsTrials):
+    """As the sweep's logger: in ``setup`` it requires its saved state when Tune restores."""
+
+    restored = False
+
+    def setup(self, **info):
+        from ganlib.tune import require_restored
+
+        require_restored("counts", self.restored, "the counting run")
+
+    def set_state(self, state):
+        self.restored = True
+        super().set_state(state)
+
+
 def report_once(config):
     tune.report({"score": config["x"]})
 
@@ -134,14 +149,21 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
     path = tmp_path / "truncated"
     tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
                run_config=tune.RunConfig(name="truncated", storage_path=str(tmp_path), verbose=0,
-                                         callbacks=[CountsTrials()])).fit()
+                                         callbacks=[GuardedCounts()])).fit()
     session = sorted(p.name for p in path.glob("experiment_state-*.json"))[-1].removeprefix("experiment_state-")
     later = "9999" + session[4:].removesuffix(".json")  # a later session's files, cut short by the kill
     (path / f"callback-states-{later}.pkl").write_bytes(b"")
     shutil.copytree(path, tmp_path / "as_is")  # a failed restore writes state of its own: try it on a copy
+    shutil.copytree(path, tmp_path / "guarded")
     # what the resumed sweep met: Tune loads the newest file unchecked, logs the EOFError, and the
     # restored run has no trials at all (its own new state file says so: the next resume too)
     assert len(tune.Tuner.restore(str(tmp_path / "as_is"), report_once, resume_unfinished=True).fit()) == 0
+    # the sweep's guard (its logger calls require_restored): the restore fails, naming Tune's error
+    from ganlib.tune import RestoreFailed, restoring
+
+    with pytest.raises(RestoreFailed, match="could not restore the counting run .EOFError"), \
+            restoring("counts", "the counting run"):
+        tune.Tuner.restore(str(tmp_path / "guarded"), report_once, resume_unfinished=True).fit()
 
     (path / f"experiment_state-{later}.json").write_text((path / f"experiment_state-{session}").read_text()[:100])
     aside = set_aside_unreadable_state(str(path))
