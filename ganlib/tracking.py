@@ -33,7 +33,7 @@ from ray.tune import Callback
 
 from .cohort import MEMBER_ERROR, MEMBERS_KEY, cohort_base, member_id, members_of
 from .config import SHORTHANDS, GanConfig, expand_shorthand
-from .tune import require_restored
+from .tune import check_restored
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,6 @@ class SweepLogger(Callback):
         self.started: set[str] = set()  # trials that ran in this driver session
         self.ended: set[str] = set()  # trials that completed or errored in this driver session
         self.cohort_tags: dict[str, dict[str, str]] = {}  # member id -> its cohort's tags (cohort trials)
-        self.restored = False  # Tune gave this logger its saved state (set_state): a restore got that far
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
@@ -294,7 +293,7 @@ class SweepLogger(Callback):
 
     # -- Tune's hooks (driver thread: only queue work here) --------------------------------------
     def setup(self, **info) -> None:
-        require_restored(self.key, self.restored, self.tune_run)
+        check_restored(self.key, self.tune_run)  # on --resume: Tune's restore did not fail
         if self.queue is None:
             self.queue = TrackingQueue(self.tracking_uri)
         _LIVE[self.key] = self
@@ -304,7 +303,6 @@ class SweepLogger(Callback):
         return {"verdicts": dict(self.verdicts)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.restored = True
         self.verdicts.update({k: tuple(v) for k, v in state.get("verdicts", {}).items()})
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

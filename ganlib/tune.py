@@ -142,17 +142,18 @@ class _TuneErrors(logging.Handler):
 
 @contextmanager
 def restoring(key: str, what: str):
-    """Around ``Tuner.restore(...).fit()`` of ``what``, the Tune run whose stateful callback has
-    ``key``: a restore that fails raises ``RestoreFailed`` naming Tune's error, before any trial.
+    """Around ``Tuner.restore(...).fit()`` of ``what``, the Tune run whose callback calls
+    ``check_restored(key, what)`` from its ``setup``: a restore that fails raises
+    ``RestoreFailed`` naming Tune's error, before any trial starts or any state is saved.
 
     Tune 2.60 catches any exception while it restores (``TuneController.__init__``), logs
     "Failed to restore the run state" and goes on as if the run were new. With a searcher
     restored before the failure, ``tune.run`` then trips an ``AssertionError`` (the searcher
-    already holds its experiment); with the basic variant generator it runs afresh: no trials
-    if that generator was restored (an empty result, and a state file saved over the sweep's),
-    every trial again if not. The callback calls ``require_restored`` from its ``setup``, which
-    Tune calls after restoring and before any trial starts or any state is saved."""
-    errors = _RESTORING.setdefault(key, [])
+    already holds its experiment): that is turned into ``RestoreFailed``. With the basic variant
+    generator it runs afresh: no trials if that generator was restored (an empty result, and a
+    state file saved over the sweep's), every trial again if not; the callback's ``setup``, which
+    Tune calls after restoring and before the first trial or save, stops it."""
+    errors = _RESTORING[key] = []
     handler = _TuneErrors(errors)
     tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
     tune_logger.addHandler(handler)
@@ -161,7 +162,7 @@ def restoring(key: str, what: str):
     except RestoreFailed:
         raise
     except Exception as err:
-        if errors:  # what failed after Tune's failed restore
+        if key in _RESTORING and errors:  # failed before the run was set up, after a failed restore
             raise RestoreFailed(_restore_failure(what, errors)) from err
         raise
     finally:
@@ -170,15 +171,16 @@ def restoring(key: str, what: str):
 
 
 def _restore_failure(what: str, errors: list[str]) -> str:
-    reason = "; ".join(errors) or "its callback's state was not restored"
-    return f"Tune could not restore {what} ({reason}); no trial ran and nothing was saved"
+    return f"Tune could not restore {what} ({'; '.join(errors)}); no trial ran and nothing was saved"
 
 
-def require_restored(key: str, restored: bool, what: str) -> None:
-    """In a stateful callback's ``setup``: raise ``RestoreFailed`` when its Tune run is being
-    restored (``restoring``) but Tune did not restore the callback's state."""
-    if key in _RESTORING and not restored:
-        raise RestoreFailed(_restore_failure(what, _RESTORING[key]))
+def check_restored(key: str, what: str) -> None:
+    """In the ``setup`` of the callback ``restoring`` names (Tune's restore is over by then):
+    ``RestoreFailed`` if Tune logged that the restore failed. A restore that found no state
+    for some part (a callback state file set aside as truncated) is not a failure."""
+    errors = _RESTORING.pop(key, None)
+    if errors:
+        raise RestoreFailed(_restore_failure(what, errors))
 
 
 def trial_device(requested: str) -> str:

@@ -121,18 +121,12 @@ class CountsTrials(tune.Callback):
 
 
 class GuardedCounts(CountsTrials):
-    """As the sweep's logger: in ``setup`` it requires its saved state when Tune restores."""
-
-    restored = False
+    """As the sweep's logger: its ``setup`` checks that Tune's restore did not fail."""
 
     def setup(self, **info):
-        from ganlib.tune import require_restored
+        from ganlib.tune import check_restored
 
-        require_restored("counts", self.restored, "the counting run")
-
-    def set_state(self, state):
-        self.restored = True
-        super().set_state(state)
+        check_restored("counts", "the counting run")
 
 
 def report_once(config):
@@ -158,12 +152,17 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
     # what the resumed sweep met: Tune loads the newest file unchecked, logs the EOFError, and the
     # restored run has no trials at all (its own new state file says so: the next resume too)
     assert len(tune.Tuner.restore(str(tmp_path / "as_is"), report_once, resume_unfinished=True).fit()) == 0
-    # the sweep's guard (its logger calls require_restored): the restore fails, naming Tune's error
+    # the sweep's guard (its logger calls check_restored in setup): the restore fails, naming Tune's error
     from ganlib.tune import RestoreFailed, restoring
 
     with pytest.raises(RestoreFailed, match="could not restore the counting run .EOFError"), \
             restoring("counts", "the counting run"):
         tune.Tuner.restore(str(tmp_path / "guarded"), report_once, resume_unfinished=True).fit()
+    # no callback state at all (the only one set aside): not a failed restore, the trials come back
+    shutil.copytree(path, tmp_path / "no_callback_state", ignore=shutil.ignore_patterns("callback-states-*"))
+    with restoring("counts", "the counting run"):
+        results = tune.Tuner.restore(str(tmp_path / "no_callback_state"), report_once, resume_unfinished=True).fit()
+    assert sorted(r.metrics["score"] for r in results) == [1, 2]
 
     (path / f"experiment_state-{later}.json").write_text((path / f"experiment_state-{session}").read_text()[:100])
     aside = set_aside_unreadable_state(str(path))
