@@ -139,9 +139,11 @@ def trial_status(last: dict[str, Any] | None, steps: int, errored: bool, finishe
     running or waiting when the sweep was interrupted."""
     last = last or {}
     step = int(last.get("step", 0))
+    if last.get("status") == MEMBER_ERROR:  # a cohort member's own exception: its reason, not a generic one
+        return MEMBER_ERROR, last.get("reason", "")
     if errored:
         return "error", f"the trial raised an error after step {step}"
-    if last.get("status") in ("collapsed", "diverged", "stalled", MEMBER_ERROR):  # the last: a cohort member's
+    if last.get("status") in ("collapsed", "diverged", "stalled"):
         return last["status"], last.get("reason", "")
     if step >= steps:
         return "completed", ""

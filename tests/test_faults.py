@@ -460,7 +460,7 @@ def test_a_member_whose_evaluation_raised_is_an_errored_trial_to_mlflow_and_the_
     members = {trial_id_of_result(r): r for r in member_results([Result()])}
     errored = members[member_id(trial.trial_id, 1)]
     assert "ConvergenceError" in errored.error and members[member_id(trial.trial_id, 0)].error is None
-    assert trial_status(errored.metrics, 300, errored.error is not None)[0] == "error"
+    assert trial_status(errored.metrics, 300, errored.error is not None) == ("error", failed["reason"])
 
 
 def _report(tmp_path: Path, name: str) -> dict:
