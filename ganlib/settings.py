@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,32 @@ class SweepSettings:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+
+
+# What a resumed sweep must be given as it was started: Tune restores its run (trial configs,
+# scheduler, searcher, concurrency, retries) as it began, while the driver plans, reports and
+# confirms with the settings given now. Where it runs may change: --tracking-uri, --storage-path,
+# --ray-address, --cpus-per-trial, --gpus-per-trial.
+RESUME_KEEPS = ("space", "dataset", "data_root", "inception_weights", "preset", "num_trials", "steps", "eval_every",
+                "score_every", "eval_samples", "width", "max_concurrent", "max_failures", "scheduler", "first_rung",
+                "rung_reduction", "searcher", "collapse_stop", "seed", "device", "confirm_top", "confirm_seeds",
+                "cohort")
+
+
+def resume_mismatches(settings: SweepSettings, recorded: dict[str, str]) -> list[str]:
+    """The flags of ``RESUME_KEEPS`` whose values differ from those the sweep recorded when it
+    started (its parent run's params: ``str`` of each value, unset ones absent), as
+    ``--flag RECORDED (given: NOW)``. A field the sweep's version did not record is skipped."""
+    unset_by_default = {f.name for f in fields(SweepSettings) if f.default is None}
+    now, out = settings.to_dict(), []
+    for key in RESUME_KEEPS:
+        if key not in recorded and key not in unset_by_default:
+            continue  # recorded by a version without this setting
+        was, given = recorded.get(key), now.get(key)
+        if was != (None if given is None else str(given)):
+            out.append(f"--{key.replace('_', '-')} {'unset' if was is None else was} "
+                       f"(given: {'unset' if given is None else given})")
+    return out
 
 
 class UsageError(ValueError):

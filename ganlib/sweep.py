@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .preflight import PreflightError, preflight
-from .settings import SettingsError, SweepSettings, UsageError, settings_from_args
+from .settings import SettingsError, SweepSettings, UsageError, resume_mismatches, settings_from_args
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -73,6 +73,10 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
         raise PreflightError(f"--resume: the latest sweep {which}, {name!r}, finished: nothing to resume "
                              "(start a new sweep without --resume)")
     settings.name = name
+    differing = resume_mismatches(settings, parent.data.params)
+    if differing:
+        raise PreflightError(f"--resume: sweep {name!r} was started with other settings: {', '.join(differing)}; "
+                             "resume it with the flags it was started with")
     if not tune.Tuner.can_restore(settings.experiment_path):
         raise PreflightError(f"--resume: sweep {name!r} has no Tune state under {settings.experiment_path} "
                              "(it was stopped before Tune saved any); start a new sweep")

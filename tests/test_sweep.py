@@ -297,6 +297,18 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
         run_sweep(settings(tmp_path, resume=True))
     with pytest.raises(PreflightError, match="a sweep of that name already exists"):
         run_sweep(settings(tmp_path, num_trials=1))
+    # an unfinished sweep resumed with other settings than it started with: Tune would restore its
+    # trials as they began while the driver reported and confirmed with the new ones
+    client, [parent], _ = mlflow_runs(settings(tmp_path))
+    client.set_tag(parent.info.run_id, "sweep_state", "interrupted")
+    with pytest.raises(PreflightError, match=r"'t' was started with other settings: --num-trials 1 \(given: 4\), "
+                                             r"--steps 10 \(given: 40\), --seed 0 \(given: 3\); resume it with"):
+        run_sweep(settings(tmp_path, resume=True, seed=3))
+    with pytest.raises(PreflightError, match=r"--rung-reduction unset \(given: 3\)"):
+        run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, rung_reduction=3, resume=True))
+    # where it runs may change (here the CPUs a trial asks for): it resumes, and finishes
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, cpus_per_trial=0.5, resume=True))
+    assert mlflow_runs(settings(tmp_path))[1][0].data.tags["sweep_state"] == "finished"
 
 
 def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
