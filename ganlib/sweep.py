@@ -31,6 +31,7 @@ import numpy as np
 
 from .preflight import PreflightError, preflight
 from .settings import SettingsError, SweepSettings, UsageError, resume_mismatches, settings_from_args
+from .tune_state import RestoreFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -133,7 +134,7 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
-    from .tune import restoring, set_aside_unreadable_state
+    from .tune_state import restoring, set_aside_unreadable_state
 
     path = f"{settings.storage_path.rstrip('/')}/{name}"
     if settings.resume:
@@ -353,8 +354,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (SettingsError, UsageError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_REFUSED
-    from .tune import RestoreFailed  # imports torch: not before a refused flag's one line
-
     try:
         summary = run_sweep(settings)
     except PreflightError as err:

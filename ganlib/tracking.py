@@ -33,7 +33,7 @@ from ray.tune import Callback
 
 from .cohort import MEMBER_ERROR, MEMBERS_KEY, cohort_base, member_id, members_of
 from .config import SHORTHANDS, GanConfig, expand_shorthand
-from .tune import check_restored
+from .tune_state import check_restored
 
 logger = logging.getLogger(__name__)
 

@@ -320,7 +320,7 @@ def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(loc
     from ray import cloudpickle
 
     from ganlib.sweep import main
-    from ganlib.tune import RestoreFailed
+    from ganlib.tune_state import RestoreFailed
 
     config = settings(tmp_path, num_trials=2, steps=10, eval_every=10, confirm_top=0)
     run_sweep(config)

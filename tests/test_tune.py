@@ -124,7 +124,7 @@ class GuardedCounts(CountsTrials):
     """As the sweep's logger: its ``setup`` checks that Tune's restore did not fail."""
 
     def setup(self, **info):
-        from ganlib.tune import check_restored
+        from ganlib.tune_state import check_restored
 
         check_restored("counts", "the counting run")
 
@@ -138,7 +138,7 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
     (a 0-byte callback-states-*.pkl was seen after a SIGKILL in the three-kills test). Tune
     restores each kind's newest file unchecked and comes back with no trials; set aside, the
     restore uses the newest readable ones."""
-    from ganlib.tune import set_aside_unreadable_state
+    from ganlib.tune_state import set_aside_unreadable_state
 
     path = tmp_path / "truncated"
     tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
@@ -153,7 +153,7 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
     # restored run has no trials at all (its own new state file says so: the next resume too)
     assert len(tune.Tuner.restore(str(tmp_path / "as_is"), report_once, resume_unfinished=True).fit()) == 0
     # the sweep's guard (its logger calls check_restored in setup): the restore fails, naming Tune's error
-    from ganlib.tune import RestoreFailed, restoring
+    from ganlib.tune_state import RestoreFailed, restoring
 
     with pytest.raises(RestoreFailed, match="could not restore the counting run .EOFError"), \
             restoring("counts", "the counting run"):
