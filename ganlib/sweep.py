@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .driver import identity, still_running
 from .preflight import PreflightError, preflight
 from .settings import SettingsError, SweepSettings, UsageError, resume_mismatches, settings_from_args
 from .tune_state import RestoreFailed
@@ -73,6 +74,17 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
     if state == "finished":
         raise PreflightError(f"--resume: the latest sweep {which}, {name!r}, finished: nothing to resume "
                              "(start a new sweep without --resume)")
+    driver = parent.data.tags.get("driver", "")
+    if state == "running" and driver:  # unfinished, and no driver has said it stopped
+        host, pid = driver.split()[:2]
+        alive = still_running(driver)
+        if alive:
+            raise PreflightError(f"--resume: sweep {name!r} is still running: its driver, PID {pid} on this machine, "
+                                 "has not stopped (stop it first; --resume --name NAME continues another sweep)")
+        if alive is None:
+            print(f"warning: --resume: sweep {name!r} was last driven from {host} (PID {pid}), which cannot be "
+                  "checked from here; if that driver still runs, stop this one: two drivers run the trials twice",
+                  file=sys.stderr)
     settings.name = name
     differing = resume_mismatches(settings, parent.data.params)
     if differing:
@@ -114,6 +126,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         if not settings.resume:
             parent_run_id = start_sweep_run(client, experiment_id, settings, prepared.space, plan.description)
         client.set_tag(parent_run_id, "sweep_state", "running")
+        client.set_tag(parent_run_id, "driver", identity())  # a --resume elsewhere checks that this one has stopped
         try:
             summary = _run_tune(settings, prepared, plan, data, client, experiment_id, parent_run_id)
         except SweepFailed:

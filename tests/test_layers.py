@@ -17,7 +17,7 @@ LAYERS = {
     "evaluate": 4, "cohort": 4,
     "train": 5, "cohort_run": 5,
     "tune": 6, "tune_state": 6, "spaces": 6, "settings": 6,
-    "tracking": 7, "report": 7, "report_page": 7, "plan": 7, "cluster": 7, "preflight": 7, "confirm": 7,
+    "tracking": 7, "driver": 7, "report": 7, "report_page": 7, "plan": 7, "cluster": 7, "preflight": 7, "confirm": 7,
     "cohort_search": 7,
     "sweep": 8,
     "__init__": 9,

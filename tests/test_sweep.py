@@ -311,6 +311,43 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
     assert mlflow_runs(settings(tmp_path))[1][0].data.tags["sweep_state"] == "finished"
 
 
+def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, capsys):
+    """``--resume`` continues the latest unfinished sweep, easily one still running in another
+    terminal: two drivers would run its trials twice. The parent run records its driver (host,
+    PID, start time); on that host the check is exact. Here the recorded driver is a live process
+    (a ``sleep``), then the same process ended, then a driver on another host (not checkable:
+    a warning)."""
+    import subprocess
+
+    from ganlib.driver import identity, still_running
+
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10))
+    client, [parent], _ = mlflow_runs(settings(tmp_path))
+    assert still_running(parent.data.tags["driver"]) is True  # its driver: this test's own process
+    driver = subprocess.Popen(["sleep", "300"])
+    try:
+        client.set_tag(parent.info.run_id, "sweep_state", "running")  # as a live (or SIGKILLed) driver leaves it
+        recorded = identity(driver.pid)
+        client.set_tag(parent.info.run_id, "driver", recorded)
+        assert still_running(recorded) is True
+        with pytest.raises(PreflightError, match=rf"'t' is still running: its driver, PID {driver.pid} on this machine"):
+            run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
+    finally:
+        driver.kill()
+        driver.wait()
+    assert still_running(recorded) is False
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))  # the driver is gone
+    client, [parent], _ = mlflow_runs(settings(tmp_path))
+    assert parent.data.tags["sweep_state"] == "finished" and still_running(parent.data.tags["driver"]) is True
+
+    client.set_tag(parent.info.run_id, "sweep_state", "running")
+    client.set_tag(parent.info.run_id, "driver", "another-host 4242 123456")
+    capsys.readouterr()
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
+    assert "was last driven from another-host (PID 4242), which cannot be checked from here" in capsys.readouterr().err
+    assert still_running("another-host 4242 123456") is None and still_running("not an identity") is None
+
+
 def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
     """Tune 2.60 catches an exception while it restores, logs it, and runs the experiment afresh:
     here its restored searcher has nothing left to run, so the "resumed" sweep would write an empty
