@@ -76,7 +76,7 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
                              "(start a new sweep without --resume)")
     driver = parent.data.tags.get("driver", "")
     if state == "running" and driver:  # unfinished, and no driver has said it stopped
-        host, pid = driver.split()[:2]
+        host, pid = ([*driver.split(), "?", "?"])[:2]
         alive = still_running(driver)
         if alive:
             raise PreflightError(f"--resume: sweep {name!r} is still running: its driver, PID {pid} on this machine, "

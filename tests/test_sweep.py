@@ -330,7 +330,7 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, cap
         recorded = identity(driver.pid)
         client.set_tag(parent.info.run_id, "driver", recorded)
         assert still_running(recorded) is True
-        with pytest.raises(PreflightError, match=rf"'t' is still running: its driver, PID {driver.pid} on this machine"):
+        with pytest.raises(PreflightError, match=rf"'t' is still running: its driver, PID {driver.pid} on this"):
             run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
     finally:
         driver.kill()
@@ -346,6 +346,10 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, cap
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
     assert "was last driven from another-host (PID 4242), which cannot be checked from here" in capsys.readouterr().err
     assert still_running("another-host 4242 123456") is None and still_running("not an identity") is None
+    client.set_tag(parent.info.run_id, "sweep_state", "running")
+    client.set_tag(parent.info.run_id, "driver", "garbage")  # not an identity: the same warning, no crash
+    run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
+    assert "was last driven from garbage (PID ?)" in capsys.readouterr().err
 
 
 def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
