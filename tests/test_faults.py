@@ -218,13 +218,19 @@ def test_forty_bad_inputs_each_refused_in_one_line(tmp_path, monkeypatch, capsys
     print(f"{len(cases)} bad inputs refused; slowest {slowest:.2f} s")
 
 
-def test_an_unreachable_tracking_server_is_reported_within_5_seconds(tmp_path):
+def test_an_unreachable_tracking_server_is_refused_at_once(tmp_path):
+    """One probe, no retry loop (MLflow's client retries for minutes by default), and nothing
+    heavy imported first: the refusal comes before torch or Ray is loaded (2-3 s here, interpreter
+    and MLflow's import included; the bound below only catches a retry loop)."""
     started = time.perf_counter()
-    proc = subprocess.run(sweep_argv(tmp_path, "x", tracking="http://127.0.0.1:9"), capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-X", "importtime",
+                           *sweep_argv(tmp_path, "x", tracking="http://127.0.0.1:9")[1:]],
+                          capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2 and "not reachable" in proc.stderr
-    assert elapsed < 5, elapsed  # interpreter, imports and the probe included
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "mlflow" in imported and not imported & {"torch", "ray", "optuna"}, sorted(imported & {"torch", "ray"})
+    assert elapsed < 30, elapsed
 
 
 # -- training that goes wrong --------------------------------------------------------------------
