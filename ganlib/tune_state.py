@@ -1,59 +1,118 @@
 """What a resumed sweep meets in Tune's experiment state (Ray Tune 2.60, read in its sources):
-state files a killed driver left truncated, and a restore that fails without saying so.
+state files a killed driver left truncated, staged copies a long-lived Ray session keeps, and a
+restore that fails without saying so.
 
-``set_aside_unreadable_state`` runs before every restore; ``restoring`` wraps the restored fit,
-and the sweep's logger calls ``check_restored`` from its ``setup``. No torch here: the sweep's
-command line imports ``RestoreFailed`` before anything heavy.
+Before every restore: ``set_aside_unreadable_state``, then ``discard_staged_state``; around the
+restored fit, ``restoring``, whose failure the sweep's logger reports from its ``setup`` through
+``check_restored``. No torch here: the sweep's command line imports ``RestoreFailed`` before
+anything heavy.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 
-# Tune's experiment state files, one of each kind per driver session (restored: each kind's newest by name)
+# Tune's experiment state files: one of each kind per driver session, named for the session's start
+# ("experiment_state-2026-12-06_04-52-18.json"); a restore takes each kind's newest by name.
 TUNE_STATE_FILES = ("experiment_state-*.json", "callback-states-*.pkl", "searcher-state-*.pkl",
                     "search_gen_state-*.json", "basic-variant-state-*.json")
 
 
+def _session_of(name: str) -> str | None:
+    """The driver session a Tune state file belongs to (None: not a state file)."""
+    import fnmatch
+
+    for pattern in TUNE_STATE_FILES:
+        if fnmatch.fnmatch(name, pattern):
+            prefix, suffix = pattern.split("*")
+            return name[len(prefix):-len(suffix)]
+    return None
+
+
+def _loads(name: str, data: bytes) -> None:
+    from ray import cloudpickle
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    (_loads_with_cloudpickle if name.startswith("experiment_state") else cloudpickle.loads)(data)
+
+
 def set_aside_unreadable_state(experiment_path: str) -> list[str]:
-    """Before a restore: each kind of Tune state file whose newest copies cannot be read is
-    renamed aside (``<name>.unreadable``), so Tune restores from the newest readable one.
+    """Before a restore: Tune's state files of every driver session newer than the newest whole
+    one (every file loads, no kind missing that the session before had) are renamed aside
+    (``<name>.unreadable``, or ``<name>.set-aside`` for a readable file of such a session), so
+    Tune restores one session's state, whole. Returns the names set aside.
 
     A driver SIGKILLed while Tune copies its state from the driver's staging folder into the
     storage path leaves truncated files there (seen: a 0-byte ``callback-states-*.pkl``), and
     Tune restores each kind's newest file by name, unchecked: ``TuneController.resume`` meets an
-    EOFError, logs it, and the restored run has no trials at all. Returns the names set aside."""
-    import fnmatch
-
+    EOFError, logs it, and the restored run has no trials at all. Setting aside only the file
+    that fails would restore that kind from an older session beside the others' newer state (an
+    experiment state without the trials its searcher has already suggested)."""
     import pyarrow.fs as pafs
-    from ray import cloudpickle
     from ray.train._internal.storage import get_fs_and_path
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
 
     fs, root = get_fs_and_path(experiment_path)
     try:
         names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
     except OSError:  # no such folder (yet)
         return []
-    aside = []
-    for pattern in TUNE_STATE_FILES:
-        load = _loads_with_cloudpickle if pattern.startswith("experiment_state") else cloudpickle.loads
-        for name in sorted(fnmatch.filter(names, pattern), reverse=True):
-            path = f"{root}/{name}"
+    sessions: dict[str, list[str]] = {}
+    for name in names:
+        if (session := _session_of(name)) is not None:
+            sessions.setdefault(session, []).append(name)
+    def kinds(session: str) -> set[str]:
+        return {name.split(session)[0] for name in sessions[session]}
+
+    aside, ordered = [], sorted(sessions, reverse=True)
+    for i, session in enumerate(ordered):
+        # a kind the session before had and this one lacks: its copy never reached the storage path
+        problems = [f"no {kind}* file" for kind in sorted(kinds(ordered[i + 1]) - kinds(session))] \
+            if i + 1 < len(ordered) else []
+        unreadable = []
+        for name in sessions[session]:
             try:
-                with fs.open_input_stream(path) as stream:
-                    load(stream.readall())
-                break  # the newest readable one: Tune restores from it
+                with fs.open_input_stream(f"{root}/{name}") as stream:
+                    _loads(name, stream.readall())
             except Exception:  # noqa: BLE001 - truncated or damaged: any failure to load it
-                fs.move(path, f"{path}.unreadable")
-                aside.append(name)
-                logger.warning("Tune state file %s cannot be read (a driver killed while writing it?): set aside "
-                               "as %s.unreadable; restoring from the one before", path, name)
+                unreadable.append(name)
+        if not unreadable and not problems:
+            break  # the newest whole session: Tune restores from it
+        for name in sorted(sessions[session]):
+            suffix = "unreadable" if name in unreadable else "set-aside"
+            fs.move(f"{root}/{name}", f"{root}/{name}.{suffix}")
+            aside.append(name)
+        logger.warning("Tune state of driver session %s in %s is not whole (%s: a driver killed while writing it?): "
+                       "its files are set aside; restoring from the session before", session, root,
+                       ", ".join(sorted(unreadable) + problems))
     return aside
+
+
+def discard_staged_state(experiment_dir_name: str) -> list[str]:
+    """Before a restore in a Ray session that already ran this experiment (a long-lived cluster):
+    delete the copies of Tune's state files in the driver's staging folders, so the restore reads
+    the storage path's (checked by ``set_aside_unreadable_state``). Tune reads the searcher's and
+    callbacks' state from staging after copying the storage path's files over it, and that copy
+    adds and overwrites but never removes: a file set aside in storage would still be read there.
+    Returns the paths deleted."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    from ray.train.constants import _get_ray_train_session_dir
+
+    deleted = []
+    for staging in Path(_get_ray_train_session_dir()).glob(f"*/{glob.escape(experiment_dir_name)}/driver_artifacts"):
+        for path in staging.iterdir():
+            if path.is_file() and _session_of(path.name) is not None:
+                path.unlink()
+                deleted.append(str(path))
+    return deleted
 
 
 class RestoreFailed(RuntimeError):

@@ -369,9 +369,11 @@ def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(loc
     client.set_tag(parent.info.run_id, "sweep_state", "interrupted")  # as a killed sweep leaves it
     path = Path(config.experiment_path)
     session = sorted(p.name for p in path.glob("experiment_state-*.json"))[-1]
-    later = "9999" + session.removeprefix("experiment_state-").removesuffix(".json")[4:]
+    damaged = path / f"callback-states-{session.removeprefix('experiment_state-').removesuffix('.json')}.pkl"
+    assert damaged.exists()
     # readable, so not set aside as truncated; but not the state CallbackList.set_state expects
-    (path / f"callback-states-{later}.pkl").write_bytes(cloudpickle.dumps(["not", "a", "dict"]))
+    damaged.write_bytes(cloudpickle.dumps(["not", "a", "dict"]))
+
     def state():  # every file but the marker Tune writes to probe the storage path
         return {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.name != ".validate_storage_marker"}
 
@@ -391,6 +393,12 @@ def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(loc
             "--eval-every", "10", "--confirm-top", "0", "--resume"]
     assert main(argv) == 1  # the command line: one error line (printed), exit 1
     assert state() == on_disk
+    # the damaged file moved away, the resume goes on: in this long-lived Ray session Tune had
+    # copied it into the driver's staging folder, and would read that copy again if it were kept
+    damaged.rename(tmp_path / "damaged.pkl")  # the session's other files are whole: restored without it
+    assert main(argv) == 0
+    _, [parent], after = mlflow_runs(config)
+    assert parent.info.status == "FINISHED" and len(after) == 2
 
 
 def test_the_loss_constraint_normalisation_grid_runs_as_one_sweep(local_ray, tmp_path):

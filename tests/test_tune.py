@@ -136,8 +136,8 @@ def report_once(config):
 def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tmp_path):
     """A driver killed while Tune copies its state into the storage path leaves truncated files
     (a 0-byte callback-states-*.pkl was seen after a SIGKILL in the three-kills test). Tune
-    restores each kind's newest file unchecked and comes back with no trials; set aside, the
-    restore uses the newest readable ones."""
+    restores each kind's newest file unchecked and comes back with no trials; with the session
+    of the truncated file set aside, it restores the session before, whole."""
     from ganlib.tune_state import set_aside_unreadable_state
 
     path = tmp_path / "truncated"
@@ -164,10 +164,17 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
         results = tune.Tuner.restore(str(tmp_path / "no_callback_state"), report_once, resume_unfinished=True).fit()
     assert sorted(r.metrics["score"] for r in results) == [1, 2]
 
-    (path / f"experiment_state-{later}.json").write_text((path / f"experiment_state-{session}").read_text()[:100])
+    # the later session's experiment state loads, but restored beside the session before's callback
+    # state it would mix two sessions: the later session is set aside whole
+    (path / f"experiment_state-{later}.json").write_text((path / f"experiment_state-{session}").read_text())
     aside = set_aside_unreadable_state(str(path))
     assert sorted(aside) == [f"callback-states-{later}.pkl", f"experiment_state-{later}.json"]
     assert (path / f"callback-states-{later}.pkl.unreadable").exists()
+    assert (path / f"experiment_state-{later}.json.set-aside").exists()
+    # a later session whose copy stopped before its callback state reached the storage path
+    partial = "9998" + later[4:]
+    (path / f"experiment_state-{partial}.json").write_text((path / f"experiment_state-{session}").read_text())
+    assert set_aside_unreadable_state(str(path)) == [f"experiment_state-{partial}.json"]
     results = tune.Tuner.restore(str(path), report_once, resume_unfinished=True).fit()
     assert sorted(r.metrics["score"] for r in results) == [1, 2] and not results.errors
     assert set_aside_unreadable_state(str(path)) == []  # nothing more to set aside
