@@ -74,6 +74,32 @@ leader_is_ours() {
   has_server_id "$PF_PID" "$PF_ID"
 }
 
+# GROUP: PID -> start time of the running (not zombie) processes of a group (scan_group sets it).
+# Zombies do not count: where PID 1 reaps no orphans (some containers), dead servers stay as zombies.
+declare -A GROUP=()
+
+# scan_group PGID : sets GROUP to the group's running processes
+scan_group() {
+  local entry rest
+  GROUP=()
+  for entry in /proc/[0-9]*/stat; do
+    rest=""
+    { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue  # it exited meanwhile
+    local pid="${rest%% *}"
+    rest="${rest##*) }"
+    read -r -a rest <<<"$rest"
+    [[ "${rest[0]}" != Z && "${rest[2]}" == "$1" ]] && GROUP[$pid]="${rest[19]}"
+  done
+  return 0
+}
+
+# group_members PGID -> every running process of the group, ours or not
+group_members() {
+  scan_group "$1"
+  local pid
+  for pid in "${!GROUP[@]}"; do echo "$pid"; done
+}
+
 # OURS: the running processes of the group last found to be our server's (find_ours sets it).
 # KNOWN_OURS: PID -> start time of every process ever found to be ours during this command, so a
 # process stays ours after its parent exits and it is re-parented out of sight (Ray's workers and
@@ -81,46 +107,24 @@ leader_is_ours() {
 OURS=()
 declare -A KNOWN_OURS=()
 
-# find_ours PGID ID : sets OURS to the running (not zombie) processes of the group that are ours.
-# While any process of the group carries our id, the whole group is ours: a process can join a
-# group only from inside its session, our setsid made that session, and the kernel does not reuse
-# a group's number while any process is in it. Once none carries the id, only the processes
-# found before (same PID and start time) still count. Zombies do not count: where PID 1 reaps no
-# orphans (some containers), dead servers stay as zombies.
+# find_ours PGID ID : sets OURS to the running processes of the group that are ours. While any
+# process of the group carries our id, the whole group is ours: a process can join a group only
+# from inside its session, our setsid made that session, and the kernel does not reuse a group's
+# number while any process is in it. Once none carries the id, only the processes found before
+# (same PID and start time) still count.
 find_ours() {
-  local entry rest pid start any_id=0
-  local -A members=()
-  for entry in /proc/[0-9]*/stat; do
-    rest=""
-    { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue  # it exited meanwhile
-    pid="${rest%% *}"
-    rest="${rest##*) }"
-    read -r -a rest <<<"$rest"
-    [[ "${rest[0]}" != Z && "${rest[2]}" == "$1" ]] || continue
-    members[$pid]="${rest[19]}"
-    if ((!any_id)) && has_server_id "$pid" "$2"; then any_id=1; fi
+  local pid any_id=0
+  scan_group "$1"
+  for pid in "${!GROUP[@]}"; do
+    if has_server_id "$pid" "$2"; then any_id=1; break; fi
   done
   OURS=()
-  for pid in "${!members[@]}"; do
-    start="${members[$pid]}"
-    if ((any_id)) || [[ "${KNOWN_OURS[$pid]:-}" == "$start" ]]; then
+  for pid in "${!GROUP[@]}"; do
+    if ((any_id)) || [[ "${KNOWN_OURS[$pid]:-}" == "${GROUP[$pid]}" ]]; then
       OURS+=("$pid")
-      KNOWN_OURS[$pid]="$start"
+      KNOWN_OURS[$pid]="${GROUP[$pid]}"
     fi
   done
-}
-
-# group_members PGID -> every running (not zombie) process of the group, ours or not
-group_members() {
-  local entry rest
-  for entry in /proc/[0-9]*/stat; do
-    rest=""
-    { read -r rest <"$entry"; } 2>/dev/null || [[ -n "$rest" ]] || continue
-    local fields="${rest##*) }"
-    read -r -a fields <<<"$fields"
-    [[ "${fields[0]}" != Z && "${fields[2]}" == "$1" ]] && echo "${rest%% *}"
-  done
-  return 0
 }
 
 # ours_alive : a process of our server (the leader, or a process find_ours counts) runs. It scans
