@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _start_time(pid: int) -> str | None:
@@ -31,19 +32,30 @@ def identity(pid: int | None = None) -> str:
     return f"{socket.gethostname()} {pid} {_start_time(pid) or '-'}"
 
 
-def still_running(recorded: str) -> bool | None:
-    """Whether the process ``identity`` recorded still runs: exact on its own host, None from
-    another host or for a record that is not an identity."""
+class Identity(NamedTuple):
+    host: str
+    pid: int
+    start: str  # clock ticks since boot, or "-"
+
+
+def parse(recorded: str) -> Identity | None:
+    """What ``identity`` wrote, or None for a record that is not one."""
     parts = recorded.split()
     if len(parts) != 3 or not parts[1].isdigit():
         return None
-    host, pid, start = parts[0], int(parts[1]), parts[2]
-    if host != socket.gethostname():
+    return Identity(parts[0], int(parts[1]), parts[2])
+
+
+def still_running(recorded: str) -> bool | None:
+    """Whether the process ``identity`` recorded still runs: exact on its own host, None from
+    another host or for a record that is not an identity."""
+    who = parse(recorded)
+    if who is None or who.host != socket.gethostname():
         return None
-    if start != "-" or Path("/proc").is_dir():
-        return _start_time(pid) == start
+    if who.start != "-" or Path("/proc").is_dir():
+        return _start_time(who.pid) == who.start
     try:  # no /proc (macOS): the PID alone
-        os.kill(pid, 0)
+        os.kill(who.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .driver import identity, still_running
+from .driver import parse as parse_driver
 from .preflight import PreflightError, preflight
 from .settings import SettingsError, SweepSettings, UsageError, resume_mismatches, settings_from_args
 from .tune_state import RestoreFailed
@@ -76,7 +77,8 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
                              "(start a new sweep without --resume)")
     driver = parent.data.tags.get("driver", "")
     if state == "running" and driver:  # unfinished, and no driver has said it stopped
-        host, pid = ([*driver.split(), "?", "?"])[:2]
+        who = parse_driver(driver)
+        host, pid = (who.host, who.pid) if who else (driver, "?")
         alive = still_running(driver)
         if alive:
             raise PreflightError(f"--resume: sweep {name!r} is still running: its driver, PID {pid} on this machine, "
