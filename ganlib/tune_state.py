@@ -24,14 +24,15 @@ TUNE_STATE_FILES = ("experiment_state-*.json", "callback-states-*.pkl", "searche
                     "search_gen_state-*.json", "basic-variant-state-*.json")
 
 
-def _session_of(name: str) -> str | None:
-    """The driver session a Tune state file belongs to (None: not a state file)."""
+def _state_file(name: str) -> tuple[str, str] | None:
+    """(kind, driver session) of a Tune state file, the kind being its pattern; None for any
+    other file."""
     import fnmatch
 
     for pattern in TUNE_STATE_FILES:
         if fnmatch.fnmatch(name, pattern):
             prefix, suffix = pattern.split("*")
-            return name[len(prefix):-len(suffix)]
+            return pattern, name[len(prefix):-len(suffix)]
     return None
 
 
@@ -62,18 +63,15 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
         names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
     except OSError:  # no such folder (yet)
         return []
-    sessions: dict[str, list[str]] = {}
+    sessions: dict[str, dict[str, str]] = {}  # session -> {file name: kind}
     for name in names:
-        if (session := _session_of(name)) is not None:
-            sessions.setdefault(session, []).append(name)
-    def kinds(session: str) -> set[str]:
-        return {name.split(session)[0] for name in sessions[session]}
-
+        if (found := _state_file(name)) is not None:
+            sessions.setdefault(found[1], {})[name] = found[0]
     aside, ordered = [], sorted(sessions, reverse=True)
     for i, session in enumerate(ordered):
         # a kind the session before had and this one lacks: its copy never reached the storage path
-        problems = [f"no {kind}* file" for kind in sorted(kinds(ordered[i + 1]) - kinds(session))] \
-            if i + 1 < len(ordered) else []
+        before = set(sessions[ordered[i + 1]].values()) if i + 1 < len(ordered) else set()
+        problems = [f"no {kind} file" for kind in sorted(before - set(sessions[session].values()))]
         unreadable = []
         for name in sessions[session]:
             try:
@@ -109,7 +107,7 @@ def discard_staged_state(experiment_dir_name: str) -> list[str]:
     deleted = []
     for staging in Path(_get_ray_train_session_dir()).glob(f"*/{glob.escape(experiment_dir_name)}/driver_artifacts"):
         for path in staging.iterdir():
-            if path.is_file() and _session_of(path.name) is not None:
+            if path.is_file() and _state_file(path.name) is not None:
                 path.unlink()
                 deleted.append(str(path))
     return deleted
@@ -151,10 +149,9 @@ def restoring(key: str, what: str):
     tune_logger.addHandler(handler)
     try:
         yield
-    except RestoreFailed:
-        raise
     except Exception as err:
-        if key in _RESTORING and errors:  # failed before the run was set up, after a failed restore
+        # failed before the run was set up (check_restored drops the key), after a failed restore
+        if key in _RESTORING and errors:
             raise RestoreFailed(_restore_failure(what, errors)) from err
         raise
     finally:
