@@ -104,11 +104,17 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(local_ray, tmp
         assert torch.equal(value, state["generator"][key])  # the same run as one that never failed
 
 
-class CountsTrials(tune.Callback):
-    """A callback with state saved by Tune (as the sweep's logger and rung records are)."""
+class GuardedCounts(tune.Callback):
+    """As the sweep's logger: state saved by Tune, and a ``setup`` that checks that Tune's restore
+    did not fail."""
 
     def __init__(self):
         self.completed = 0
+
+    def setup(self, **info):
+        from ganlib.tune_state import check_restored
+
+        check_restored("counts", "the counting run")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.completed += 1
@@ -118,15 +124,6 @@ class CountsTrials(tune.Callback):
 
     def set_state(self, state):
         self.completed = state["completed"]
-
-
-class GuardedCounts(CountsTrials):
-    """As the sweep's logger: its ``setup`` checks that Tune's restore did not fail."""
-
-    def setup(self, **info):
-        from ganlib.tune_state import check_restored
-
-        check_restored("counts", "the counting run")
 
 
 def report_once(config):
