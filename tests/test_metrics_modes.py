@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import entropy
@@ -40,3 +41,14 @@ def test_mean_pairwise_distance():
     assert mean_pairwise_distance(square) == pytest.approx((4 + 2 * math.sqrt(2)) / 6)
     assert mean_pairwise_distance(torch.ones(5, 3)) == 0.0
     assert math.isnan(mean_pairwise_distance(torch.ones(1, 3)))
+
+
+@pytest.mark.parametrize("dim", [2, 8, 9, 64])  # scipy's pdist up to 8 features, torch's beyond
+def test_mean_pairwise_distance_of_points_and_of_features_against_numpy(dim):
+    x = torch.randn(300, dim, generator=torch.Generator().manual_seed(dim)) * 3
+    points = x.double().numpy()
+    distances = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    expected = distances[np.triu_indices(len(points), 1)].mean()
+    assert mean_pairwise_distance(x) == pytest.approx(expected, rel=1e-6)
+    first = distances[:100, :100][np.triu_indices(100, 1)].mean()
+    assert mean_pairwise_distance(x, max_samples=100) == pytest.approx(first, rel=1e-6)
