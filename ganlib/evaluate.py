@@ -25,6 +25,14 @@ updated:
   generator that puts every sample at the data mean), above which no run counts as healthy.
 
 Then the collapse detector's verdict: ``status`` (ok, stalled, collapsed, diverged) and ``reason``.
+
+An evaluation is taken in two halves: ``measure`` (the samples and every metric, at the step)
+and ``conclude`` (the score, the verdict, the objective). With ``w1_overlap`` the exact W1 of a
+scored evaluation runs on the evaluator's thread between the two (POT's solver releases the
+GIL), while the training loop goes on; ``conclude`` then waits for it. Nothing else changes:
+``measure`` keeps the generator's weights of its step for the best-score copy, and the verdict
+is reached on the same metrics in the same order, so a run's results are those of a run
+without the overlap.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import argparse
 import json
 import math
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,6 +69,27 @@ W1_FINAL_MAX_POINTS = 4096
 PENALTY_FACTOR = 10.0  # a failed run's objective: this many times the divergence ceiling
 _DISK_CACHES: dict[str, FeatureStats] = {}
 _BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
+
+
+@dataclass
+class Measured:
+    """One evaluation's metrics before its verdict (``Evaluator.measure``)."""
+
+    step: int
+    scored: bool
+    metrics: dict[str, Any]
+    params_finite: bool
+    w1: Future | None = None  # the exact W1, running on the evaluator's thread
+    generator: dict[str, torch.Tensor] | None = None  # the generator's weights at ``step``, when w1 is
+
+    def ready(self) -> bool:
+        return self.w1 is None or self.w1.done()
+
+
+def overlaps_w1(setting: str, device: torch.device) -> bool:
+    """``w1_overlap`` resolved: ``auto`` overlaps on CUDA, where the CPU waits on the GPU anyway;
+    a CPU trial would take the OT's core from its own (or another trial's) training."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def _real_stats_cache(extractor) -> FeatureStats:
@@ -107,6 +138,13 @@ class Evaluator:
         self.penalty = PENALTY_FACTOR * rules.ceiling_factor * self.baseline
         n_modes = None if data.centers is None else len(data.centers)
         self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates)
+        self.overlap = self.w1_real is not None and overlaps_w1(cfg.w1_overlap, trainer.device)
+        self._w1_thread: ThreadPoolExecutor | None = None  # started by the first measure that overlaps
+
+    def close(self) -> None:
+        """Ends the W1 thread (a pending solve is abandoned: its evaluation is never concluded)."""
+        if self._w1_thread is not None:
+            self._w1_thread.shutdown(wait=False, cancel_futures=True)
 
     # -- the metrics ----------------------------------------------------------------------------
     def metrics(self, scored: bool = True) -> dict[str, float]:
@@ -114,14 +152,17 @@ class Evaluator:
         fake = self.trainer.sample(self.trainer.cfg.eval_samples)
         return self._metrics_of(fake, scored, with_critic=True)
 
-    def _metrics_of(self, fake: torch.Tensor, scored: bool, with_critic: bool) -> dict[str, float]:
+    def _w1_pair(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = min(len(fake), len(self.w1_real))
+        return fake[:n], self.w1_real[:n]
+
+    def _metrics_of(self, fake: torch.Tensor, scored: bool, with_critic: bool, w1: bool = True) -> dict[str, float]:
         data = self.data
         metrics = self._critic_metrics(fake) if with_critic else {}
         if data.centers is not None:
             metrics.update(mode_stats(fake, data.centers, data.std))
-        if scored and self.w1_real is not None:
-            n = min(len(fake), len(self.w1_real))
-            metrics["w1"] = self._w1(fake[:n], self.w1_real[:n])
+        if scored and w1 and self.w1_real is not None:
+            metrics["w1"] = self._w1(*self._w1_pair(fake))
         metrics["swd"] = self.swd(fake)
         features = extract_features(self.extractor, fake)
         metrics["fid"] = fid(features, self.real)
@@ -165,10 +206,31 @@ class Evaluator:
     def __call__(self, train_metrics: dict[str, float], scored: bool | None = None) -> dict[str, float | str]:
         """Evaluation metrics merged with ``train_metrics`` (which hold ``step``), plus the
         ``score``, the verdict (``status``, ``reason``) and the ``objective``. Between scored
-        evaluations the score and objective are those of the last scored one."""
+        evaluations the score and objective are those of the last scored one. All in this thread."""
+        return self.conclude(self.measure(train_metrics, scored, overlap=False))
+
+    def measure(self, train_metrics: dict[str, float], scored: bool | None = None, overlap: bool = True) -> Measured:
+        """The first half of an evaluation, at the trainer's current step: samples and metrics.
+        Where the run overlaps W1 (and ``overlap``), a scored evaluation's exact W1 is started
+        on the evaluator's thread and not waited for."""
         step = int(train_metrics["step"])
         scored = self.is_scored(step) if scored is None else scored
-        metrics = {**train_metrics, **self.metrics(scored)}
+        fake = self.trainer.sample(self.trainer.cfg.eval_samples)
+        defer = scored and overlap and self.overlap
+        if defer and self._w1_thread is None:
+            self._w1_thread = ThreadPoolExecutor(1, thread_name_prefix="w1")
+        metrics = {**train_metrics, **self._metrics_of(fake, scored, with_critic=True, w1=not defer)}
+        params_finite = all(bool(torch.isfinite(p).all()) for p in self.trainer.generator.parameters())
+        if not defer:
+            return Measured(step, scored, metrics, params_finite)
+        return Measured(step, scored, metrics, params_finite, w1=self._w1_thread.submit(self._w1, *self._w1_pair(fake)),
+                        generator=self._generator_weights())
+
+    def conclude(self, measured: Measured) -> dict[str, float | str]:
+        """The second half: waits for a running W1, then the score, the verdict and the objective."""
+        step, scored, metrics = measured.step, measured.scored, measured.metrics
+        if measured.w1 is not None:
+            metrics["w1"] = measured.w1.result()
         window = self.trainer.cfg.score_window
         if scored:
             self.primary_history.append(metrics[self.primary])
@@ -181,13 +243,14 @@ class Evaluator:
                     metrics["w_critic_corr"] = corr
         if scored or self.primary_history:
             metrics["score"] = self.score
-        params_finite = all(torch.isfinite(p).all() for p in self.trainer.generator.parameters())
-        status, reason = self.detector.update(metrics, params_finite)
+        status, reason = self.detector.update(metrics, measured.params_finite)
         if status in FAILED:
             metrics["score"] = metrics["objective"] = self.penalty
         else:
             if scored and (self.best is None or self.score < self.best["score"]):
-                self._keep_best(step, self.score)
+                self.best = {"step": step, "score": self.score,
+                             "generator": self._generator_weights() if measured.generator is None
+                             else measured.generator}
             metrics["objective"] = self.best["score"]
             metrics["best_step"] = self.best["step"]
         metrics.update(status=status, reason=reason, scored=scored)
@@ -220,9 +283,8 @@ class Evaluator:
             out["kid"] = kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
         return {k if k.startswith("final_") else f"final_{k}": v for k, v in out.items()}
 
-    def _keep_best(self, step: int, score: float) -> None:
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.trainer.generator.state_dict().items()}
-        self.best = {"step": step, "score": score, "generator": weights}
+    def _generator_weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.trainer.generator.state_dict().items()}
 
     # -- checkpoints: a resumed run continues its score, its correlation and its rules ---------
     def state_dict(self) -> dict[str, Any]:

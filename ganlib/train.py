@@ -6,6 +6,7 @@ notebook, in the tests and on the command line (``python -m ganlib.train``)."""
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -18,7 +19,7 @@ import torch
 from .collapse import OK
 from .config import GanConfig
 from .data import Dataset
-from .evaluate import Evaluator
+from .evaluate import Evaluator, Measured
 from .trainer import CheckpointError, StepStats, Throughput, Trainer, load_checkpoint  # noqa: F401 (re-exported)
 
 # report(metrics, checkpoint_state_or_None). The state is a dict for torch.save.
@@ -57,7 +58,12 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
           allow_hparam_change: bool = False, observers: list[Observer] = ()) -> Trainer:
     """Run to ``config.steps`` generator iterations (from ``resume``'s step if given).
     ``observers`` are called as ``observer(trainer, metrics, evaluator)`` at each evaluation,
-    before ``report`` (which may not return under Tune when the trial is stopped)."""
+    before ``report`` (which may not return under Tune when the trial is stopped).
+
+    With ``w1_overlap`` a scored evaluation is concluded and reported once its exact W1 is in,
+    a few training steps later (at the latest, at the next evaluation): its checkpoint and its
+    samples are those of its own step, taken when it was measured, and a run it stops is put
+    back to that step. What is reported, saved and returned is what it would be without it."""
     trainer = Trainer(config, data)
     evaluate = Evaluator(trainer)
     if resume is not None:
@@ -66,26 +72,64 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
             evaluate.load_state_dict(resume["evaluation"])
     cfg = trainer.cfg
     means, throughput = _RunningMeans(), Throughput(trainer)
-    while trainer.step < cfg.steps:
-        means.add(trainer.train_step())
-        step = trainer.step
-        if step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps:
-            continue
-        # The optimizers' live learning rates: under PBT they show the schedule actually applied.
-        live = {"opt_lr_d": trainer.opt_d.param_groups[0]["lr"], "opt_lr_g": trainer.opt_g.param_groups[0]["lr"]}
-        metrics = evaluate({"step": step, "critic_steps": trainer.critic_steps, **means.pop(),
-                            "samples_per_s": throughput.rate(), **live})
+
+    def finish(pending: PendingEvaluation) -> bool:
+        """Conclude, report and checkpoint an evaluation; True if the run stops there."""
+        metrics = evaluate.conclude(pending.measured)
+        step = pending.measured.step
         stop = cfg.stop_on_collapse and metrics["status"] != OK
+        if stop and trainer.step != step:  # trained on while its W1 ran: back to where it was taken
+            trainer.load_state_dict(pending.state)
         if cfg.final_eval_samples and (stop or step == cfg.steps):
             metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
         save = step % cfg.checkpoint_every == 0 or step == cfg.steps or step in cfg.checkpoint_steps or stop
         for observe in observers:
             observe(trainer, metrics, evaluate)
-        report(metrics, checkpoint_state(trainer, evaluate) if save else None)
-        if stop:
-            break
-        throughput.reset()
+        report(metrics, pending.checkpoint(trainer, evaluate) if save else None)
+        return stop
+
+    pending: PendingEvaluation | None = None  # an evaluation whose W1 is still running
+    try:
+        while trainer.step < cfg.steps:
+            means.add(trainer.train_step())
+            step = trainer.step
+            evaluates = not (step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps)
+            if pending is not None and (evaluates or pending.measured.ready()):
+                if finish(pending):
+                    return trainer
+                pending = None
+            if not evaluates:
+                continue
+            # The optimizers' live learning rates: under PBT they show the schedule actually applied.
+            live = {"opt_lr_d": trainer.opt_d.param_groups[0]["lr"], "opt_lr_g": trainer.opt_g.param_groups[0]["lr"]}
+            measured = evaluate.measure({"step": step, "critic_steps": trainer.critic_steps, **means.pop(),
+                                         "samples_per_s": throughput.rate(), **live})
+            pending = PendingEvaluation(measured, trainer)
+            if measured.ready() or step == cfg.steps:
+                if finish(pending):
+                    return trainer
+                pending = None
+            throughput.reset()
+    finally:
+        evaluate.close()
     return trainer
+
+
+class PendingEvaluation:
+    """A measured evaluation awaiting its verdict; while its W1 runs, the trainer's state and the
+    samples of its step, which its checkpoint holds."""
+
+    def __init__(self, measured: Measured, trainer: Trainer):
+        self.measured = measured
+        self.state = self.samples = None
+        if not measured.ready():
+            self.state = copy.deepcopy(trainer.state_dict())
+            self.samples = checkpoint_samples(trainer)
+
+    def checkpoint(self, trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
+        if self.state is None:
+            return checkpoint_state(trainer, evaluate)
+        return {**self.state, "evaluation": evaluate.state_dict(), "samples": self.samples}
 
 
 SAMPLES_IN_CHECKPOINT = 1000
@@ -95,8 +139,11 @@ def checkpoint_state(trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
     """What a checkpoint holds: the trainer's full state, the evaluation state (score history,
     detector, best-score generator weights) and a few generated samples to plot (so whoever
     reads the checkpoint can show the generator without building it)."""
-    n = min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT)
-    return {**trainer.state_dict(), "evaluation": evaluate.state_dict(), "samples": trainer.sample(n)}
+    return {**trainer.state_dict(), "evaluation": evaluate.state_dict(), "samples": checkpoint_samples(trainer)}
+
+
+def checkpoint_samples(trainer: Trainer) -> torch.Tensor:
+    return trainer.sample(min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT))
 
 
 

@@ -249,10 +249,10 @@ def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch):
     configs.append(dict(configs[0], lr_d=2e-3))
 
     class FailsOnMember1(Evaluator):
-        def metrics(self, scored=True):
+        def measure(self, train_metrics, scored=None, overlap=True):
             if self.trainer.cfg.lr_d == 2e-3 and self.trainer.step == 40:
                 raise ConvergenceError("network simplex did not converge")
-            return super().metrics(scored)
+            return super().measure(train_metrics, scored, overlap)
 
     monkeypatch.setattr(ganlib.cohort_run, "Evaluator", FailsOnMember1)
     history, checkpoints, cohort, last = _cohort_history(configs)

@@ -1,6 +1,8 @@
 """The evaluator inside a training run: which metrics, computed on what, checked against
 independent computations; its state survives a resume."""
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -172,3 +174,49 @@ def test_more_samples_than_the_held_out_set_has(tiny):
     history, _ = _history(dict(tiny, dataset="digits", loss="wgan_gp", width=4, steps=2, eval_every=2,
                                eval_samples=1024))
     assert all(np.isfinite(history[-1][k]) for k in ("swd", "fid", "kid", "w_critic", "diversity"))
+
+
+def _same(a, b, ignore=("samples_per_s", "w1_overlap")) -> bool:
+    """Equal as nested checkpoint states are: tensors bit for bit, everything else by ==, but for
+    the keys ``ignore`` (a timing the detector's history keeps; the setting that differs)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a if k not in ignore)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _overlap_run(config):
+    """(metrics without timings, checkpoint states, the trainer returned, how many steps the
+    trainer was past each evaluation when it was concluded)."""
+    history, states, lag = [], [], []
+    observe = lambda trainer, metrics, evaluator: lag.append(trainer.step - metrics["step"])
+    # a state holds the live tensors (Tune serialises it at once): copy it as it is at the report
+    trainer = train(config, report=lambda m, s: (history.append(m), states.append(copy.deepcopy(s))),
+                    observers=[observe])
+    return [{k: v for k, v in m.items() if k != "samples_per_s"} for m in history], states, trainer, lag
+
+
+@pytest.mark.parametrize("stops", [False, True], ids=["runs-out", "stalls"])
+def test_w1_overlap_reports_saves_and_returns_what_a_run_without_it_does(tiny, stops):
+    # Exact W1 on 1,024 points takes 0.1-0.3 s here and a tiny step about a millisecond, so with
+    # the overlap every scored evaluation is concluded many steps after it was taken. The stall
+    # rule of the second case ends the run at a scored evaluation (step 8, as without overlap).
+    config = dict(tiny, loss="wgan", clip=0.1, steps=40, eval_every=4, score_every=8, checkpoint_every=8,
+                  eval_samples=1024, checkpoint_steps=[4])
+    if stops:
+        config.update(steps=12, eval_every=2, score_every=2, checkpoint_every=2, checkpoint_steps=[],
+                      collapse={"stall_patience": 3, "stall_min_delta": 0.5})
+    plain = _overlap_run(dict(config, w1_overlap="off"))
+    overlapped = _overlap_run(dict(config, w1_overlap="on"))
+
+    assert max(plain[3]) == 0 and max(overlapped[3]) > 0  # the W1 did run beside training
+    assert overlapped[0] == plain[0]  # every metric, score, objective and verdict, in order
+    assert [m["step"] for m in plain[0]] == ([2, 4, 6, 8] if stops else list(range(4, 41, 4)))
+    assert plain[0][-1]["status"] == ("stalled" if stops else "ok")
+    assert sum(s is not None for s in plain[1]) >= 4
+    assert all(_same(a, b) for a, b in zip(plain[1], overlapped[1], strict=True))  # checkpoints of their step
+    assert overlapped[2].step == plain[2].step  # a stopped run is put back to its evaluation's step
+    assert _same(overlapped[2].state_dict(), plain[2].state_dict())

@@ -72,6 +72,44 @@ def test_a_failed_trial_resumes_from_its_checkpoint(local_ray, tmp_path):
         assert torch.equal(value, state["generator"][key])
 
 
+def crash_once_at_step_10(config):
+    """First attempt: die at the step-10 report, after the step-8 checkpoint (taken while its W1
+    ran, and reported once it was in); Tune retries from that checkpoint."""
+    marker = Path(config["_marker"])
+
+    def report(metrics, state):
+        if metrics["step"] == 10:
+            raise RuntimeError("simulated node failure")
+        _tune_reporter(metrics, state)
+
+    if not marker.exists():
+        marker.write_text("crashed")
+        train(config, report, allow_hparam_change=True)
+    train_gan(config)
+
+
+def test_a_checkpoint_taken_while_w1_runs_resumes_a_failed_trial_exactly(local_ray, tmp_path):
+    # 1,024 points: exact W1 takes 0.1-0.3 s, many tiny steps; the step-8 scored evaluation is
+    # concluded (reported, checkpointed) steps later, its checkpoint holding step 8's state.
+    config = dict(BASE, steps=12, score_every=4, checkpoint_every=4, eval_samples=1024, w1_overlap="on")
+    tuner = tune.Tuner(
+        crash_once_at_step_10,
+        param_space=dict(config, _marker=str(tmp_path / "marker")),
+        run_config=tune.RunConfig(name="overlap", storage_path=str(tmp_path), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    [result] = tuner.fit()
+    assert result.error is None and (tmp_path / "marker").exists()
+    assert list(result.metrics_dataframe["step"]) == [2, 4, 6, 8, 10, 12]  # the retry went on from step 8
+
+    history = []  # the same run, never failed, without the overlap
+    straight = train(dict(config, w1_overlap="off"), report=lambda m, s: history.append(m))
+    state = load_tune_checkpoint(result.checkpoint)
+    for key, value in straight.generator.state_dict().items():
+        assert torch.equal(value, state["generator"][key])
+    assert result.metrics["objective"] == history[-1]["objective"] and result.metrics["w1"] == history[-1]["w1"]
+
+
 def crash_after_damaging_the_last_checkpoint(config):
     """First attempt: train to step 4 (checkpoints at 2 and 4), truncate the step-4 checkpoint as
     a node dying mid-write would, then die. The retry must skip it for the step-2 one."""
