@@ -43,8 +43,9 @@ def trial_config(space_name: str, dataset: str, steps: int) -> dict:
 
 def measure(config: dict) -> tuple[float, float, int, int]:
     """(training seconds, evaluation seconds, light evaluations, scored evaluations) of one trial.
-    The loop is ``ganlib.train.train``'s: with ``w1_overlap`` a scored evaluation is concluded
-    when its W1 is in or at the next evaluation; the time the loop waits for it is evaluation."""
+    The loop is ``ganlib.train.train``'s: with ``eval_overlap`` an evaluation is concluded when
+    its metrics are in or at the next evaluation; the time the loop spends on it (copying the
+    networks and the trainer's state, waiting) is evaluation."""
     cfg = GanConfig.from_dict(config)
     trainer = Trainer(cfg)
     evaluate = Evaluator(trainer)  # built once per trial, as in a sweep (real statistics cached per process)
@@ -83,25 +84,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=PRESETS["default"]["steps"])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--spaces", nargs="+", default=available())
-    parser.add_argument("--w1-overlap", choices=("off", "on"), nargs="+", default=["off"],
-                        help="on: the exact W1 on a thread beside training (needs a core the trial does not train "
+    parser.add_argument("--eval-overlap", choices=("off", "on"), nargs="+", default=["off"],
+                        help="on: evaluations on a thread beside training (needs a core the trial does not train "
                              "on); 'off on': both, one after the other for each case")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a sweep trial gets one CPU (Ray sets OMP_NUM_THREADS=1)
     print(f"torch {torch.__version__}, 1 thread, CPU; {args.steps} steps per trial, default preset cadence")
-    print(f"{'space':18} {'dataset':8} {'w1 overlap':>10} {'train s':>8} {'eval s':>7} {'evals':>9} {'eval share':>10}")
-    worst = dict.fromkeys(args.w1_overlap, 0.0)
+    print(f"{'space':18} {'dataset':8} {'overlap':>10} {'train s':>8} {'eval s':>7} {'evals':>9} {'eval share':>10}")
+    worst = dict.fromkeys(args.eval_overlap, 0.0)
     for space in args.spaces:
         for dataset in args.datasets:
-            for overlap in args.w1_overlap:
-                config = {**trial_config(space, dataset, args.steps), "w1_overlap": overlap}
+            for overlap in args.eval_overlap:
+                config = {**trial_config(space, dataset, args.steps), "eval_overlap": overlap}
                 train_s, eval_s, light, scored = measure(config)
                 share = eval_s / (train_s + eval_s)
                 worst[overlap] = max(worst[overlap], share)
                 print(f"{space:18} {dataset:8} {overlap:>10} {train_s:>8.1f} {eval_s:>7.2f} {light:>4}+{scored:<4} "
                       f"{share:>10.1%}", flush=True)
     for overlap, share in worst.items():
-        print(f"largest evaluation share, w1 overlap {overlap}: {share:.1%}")
+        print(f"largest evaluation share, overlap {overlap}: {share:.1%}")
 
 
 if __name__ == "__main__":

@@ -66,10 +66,10 @@ STRUCTURAL = ("dataset", "data_root", "loss", "constraint", "model", "width", "d
               "g_norm", "batch_size", "optimizer", "seed")
 HYPERPARAMS = ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "momentum", "clip", "gp_lambda")
 RUNTIME = ("steps", "eval_every", "score_every", "checkpoint_every", "checkpoint_steps", "eval_samples", "score_window",
-           "final_eval_samples", "w1_overlap",
+           "final_eval_samples", "eval_overlap",
            "inception_weights", "device", "download", "collapse", "stop_on_collapse")
 
-W1_OVERLAP = ("auto", "on", "off")
+EVAL_OVERLAP = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -179,9 +179,9 @@ class GanConfig:
     eval_samples: int = 1024  # generated samples per evaluation, fixed for a sweep
     score_window: int = 3  # evaluations averaged into the run's score (see Evaluator)
     final_eval_samples: int | None = None  # a last evaluation on this many fresh samples (final_* metrics)
-    # exact W1 of a scored evaluation on a thread beside the next training steps: auto = on CUDA
-    # (the CPU is free while the GPU trains); on = wherever the trial owns a core it does not train on
-    w1_overlap: str = "auto"
+    # evaluations on a thread, on copies of the networks, beside the next training steps: auto = on
+    # CUDA (the CPU is free while the GPU trains); on = wherever a trial owns a core it does not train on
+    eval_overlap: str = "auto"
     inception_weights: str | None = None  # local pytorch-fid Inception file: FID features for other images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     download: bool = False  # torchvision datasets: only download when explicitly asked
@@ -265,7 +265,7 @@ class GanConfig:
         _check_int("score_window", self.score_window, low=1)
         if self.final_eval_samples is not None:
             _check_int("final_eval_samples", self.final_eval_samples, low=2)
-        _check_choice("w1_overlap", self.w1_overlap, W1_OVERLAP)
+        _check_choice("eval_overlap", self.eval_overlap, EVAL_OVERLAP)
         _check_device(self.device)
         CollapseRules.from_dict(self.collapse)  # each threshold, naming collapse.<key>
         self._check_conditional("beta1", self.optimizer == "adam", "optimizer 'adam'")

@@ -27,17 +27,19 @@ updated:
 Then the collapse detector's verdict: ``status`` (ok, stalled, collapsed, diverged) and ``reason``.
 
 An evaluation is taken in two halves: ``measure`` (the samples and every metric, at the step)
-and ``conclude`` (the score, the verdict, the objective). With ``w1_overlap`` the exact W1 of a
-scored evaluation runs on the evaluator's thread between the two (POT's solver releases the
-GIL), while the training loop goes on; ``conclude`` then waits for it. Nothing else changes:
-``measure`` keeps the generator's weights of its step for the best-score copy, and the verdict
-is reached on the same metrics in the same order, so a run's results are those of a run
-without the overlap.
+and ``conclude`` (the score, the verdict, the objective). With ``eval_overlap`` the metrics are
+computed on the evaluator's thread, on copies of the generator and critic taken at the step,
+while the training loop goes on (torch's kernels and POT's exact OT release the GIL);
+``conclude`` then waits for them. Nothing else changes: the copies are the networks of that
+step, the metrics draw on no random stream training uses, ``measure`` keeps the generator's
+weights for the best-score copy, and verdicts are reached on the same metrics in the same
+order, so a run's results are those of a run without the overlap.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -79,16 +81,20 @@ class Measured:
     scored: bool
     metrics: dict[str, Any]
     params_finite: bool
-    w1: Future | None = None  # the exact W1, running on the evaluator's thread
-    generator: dict[str, torch.Tensor] | None = None  # the generator's weights at ``step``, when w1 is
+    pending: Future | None = None  # the evaluation metrics, computing on the evaluator's thread
+    networks: tuple[torch.nn.Module, torch.nn.Module] | None = None  # copies at ``step`` (generator, critic)
 
     def ready(self) -> bool:
-        return self.w1 is None or self.w1.done()
+        return self.pending is None or self.pending.done()
 
 
-def overlaps_w1(setting: str, device: torch.device) -> bool:
-    """``w1_overlap`` resolved: ``auto`` overlaps on CUDA, where the CPU waits on the GPU anyway;
-    a CPU trial would take the OT's core from its own (or another trial's) training."""
+def _cpu_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
+
+
+def overlaps(setting: str, device: torch.device) -> bool:
+    """``eval_overlap`` resolved: ``auto`` overlaps on CUDA, where the CPU waits on the GPU anyway;
+    a CPU trial would take the evaluation's core from its own (or another trial's) training."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
@@ -138,31 +144,31 @@ class Evaluator:
         self.penalty = PENALTY_FACTOR * rules.ceiling_factor * self.baseline
         n_modes = None if data.centers is None else len(data.centers)
         self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates)
-        self.overlap = self.w1_real is not None and overlaps_w1(cfg.w1_overlap, trainer.device)
-        self._w1_thread: ThreadPoolExecutor | None = None  # started by the first measure that overlaps
+        self.overlap = overlaps(cfg.eval_overlap, trainer.device)
+        self._thread: ThreadPoolExecutor | None = None  # started by the first measure that overlaps
 
     def close(self) -> None:
-        """Ends the W1 thread (a pending solve is abandoned: its evaluation is never concluded)."""
-        if self._w1_thread is not None:
-            self._w1_thread.shutdown(wait=False, cancel_futures=True)
+        """Ends the evaluation thread (a pending evaluation is abandoned, never concluded)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
 
     # -- the metrics ----------------------------------------------------------------------------
-    def metrics(self, scored: bool = True) -> dict[str, float]:
-        """Every metric of one evaluation; ``scored`` adds the costly ones (``w1``, ``kid``)."""
-        fake = self.trainer.sample(self.trainer.cfg.eval_samples)
-        return self._metrics_of(fake, scored, with_critic=True)
+    def metrics(self, scored: bool = True, networks: tuple[torch.nn.Module, torch.nn.Module] | None = None
+                ) -> dict[str, float]:
+        """Every metric of one evaluation; ``scored`` adds the costly ones (``w1``, ``kid``).
+        Of ``networks`` (generator, critic): the trainer's own unless given."""
+        generator, critic = networks or (self.trainer.generator, self.trainer.critic)
+        fake = self.trainer.sample(self.trainer.cfg.eval_samples, generator=generator)
+        return self._metrics_of(fake, scored, critic)
 
-    def _w1_pair(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = min(len(fake), len(self.w1_real))
-        return fake[:n], self.w1_real[:n]
-
-    def _metrics_of(self, fake: torch.Tensor, scored: bool, with_critic: bool, w1: bool = True) -> dict[str, float]:
+    def _metrics_of(self, fake: torch.Tensor, scored: bool, critic: torch.nn.Module | None) -> dict[str, float]:
         data = self.data
-        metrics = self._critic_metrics(fake) if with_critic else {}
+        metrics = self._critic_metrics(critic, fake) if critic is not None else {}
         if data.centers is not None:
             metrics.update(mode_stats(fake, data.centers, data.std))
-        if scored and w1 and self.w1_real is not None:
-            metrics["w1"] = self._w1(*self._w1_pair(fake))
+        if scored and self.w1_real is not None:
+            n = min(len(fake), len(self.w1_real))
+            metrics["w1"] = self._w1(fake[:n], self.w1_real[:n])
         metrics["swd"] = self.swd(fake)
         features = extract_features(self.extractor, fake)
         metrics["fid"] = fid(features, self.real)
@@ -180,7 +186,7 @@ class Evaluator:
         key = (data.name, self.feature_extractor, cfg.eval_samples)
         if key not in _BASELINES:
             constant = data.heldout.mean(0, keepdim=True).expand(cfg.eval_samples, *data.sample_shape)
-            _BASELINES[key] = self._metrics_of(constant.contiguous(), scored=True, with_critic=False)[self.primary]
+            _BASELINES[key] = self._metrics_of(constant.contiguous(), scored=True, critic=None)[self.primary]
         return _BASELINES[key]
 
     @staticmethod
@@ -190,10 +196,10 @@ class Evaluator:
         except ConvergenceError:  # rare degenerate point clouds: one more try, then the error stands
             return w1_exact(fake, real, max_iter=20 * W1_MAX_ITER)
 
-    def _critic_metrics(self, fake: torch.Tensor) -> dict[str, float]:
+    def _critic_metrics(self, critic: torch.nn.Module, fake: torch.Tensor) -> dict[str, float]:
         """The critic's outputs on HELD-OUT real data and on the fakes, read as the loss reads them."""
         # on the same fixed held-out subset as the distances (eval_samples points, not the whole set)
-        real_out, fake_out = critic_outputs(self.trainer.critic, self.data.heldout[: len(fake)], fake)
+        real_out, fake_out = critic_outputs(critic, self.data.heldout[: len(fake)], fake)
         return self.trainer.loss.describe(real_out, fake_out)
 
     def is_scored(self, step: int) -> bool:
@@ -211,26 +217,25 @@ class Evaluator:
 
     def measure(self, train_metrics: dict[str, float], scored: bool | None = None, overlap: bool = True) -> Measured:
         """The first half of an evaluation, at the trainer's current step: samples and metrics.
-        Where the run overlaps W1 (and ``overlap``), a scored evaluation's exact W1 is started
-        on the evaluator's thread and not waited for."""
+        Where the run overlaps evaluations (and ``overlap``), the metrics are started on the
+        evaluator's thread, on copies of the networks, and not waited for."""
         step = int(train_metrics["step"])
         scored = self.is_scored(step) if scored is None else scored
-        fake = self.trainer.sample(self.trainer.cfg.eval_samples)
-        defer = scored and overlap and self.overlap
-        if defer and self._w1_thread is None:
-            self._w1_thread = ThreadPoolExecutor(1, thread_name_prefix="w1")
-        metrics = {**train_metrics, **self._metrics_of(fake, scored, with_critic=True, w1=not defer)}
         params_finite = all(bool(torch.isfinite(p).all()) for p in self.trainer.generator.parameters())
-        if not defer:
-            return Measured(step, scored, metrics, params_finite)
-        return Measured(step, scored, metrics, params_finite, w1=self._w1_thread.submit(self._w1, *self._w1_pair(fake)),
-                        generator=self._generator_weights())
+        if not (overlap and self.overlap):
+            return Measured(step, scored, {**train_metrics, **self.metrics(scored)}, params_finite)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="evaluation")
+        networks = (copy.deepcopy(self.trainer.generator), copy.deepcopy(self.trainer.critic))
+        return Measured(step, scored, dict(train_metrics), params_finite,
+                        pending=self._thread.submit(self.metrics, scored, networks), networks=networks)
 
     def conclude(self, measured: Measured) -> dict[str, float | str]:
-        """The second half: waits for a running W1, then the score, the verdict and the objective."""
+        """The second half: waits for metrics still computing, then the score, the verdict and
+        the objective."""
         step, scored, metrics = measured.step, measured.scored, measured.metrics
-        if measured.w1 is not None:
-            metrics["w1"] = measured.w1.result()
+        if measured.pending is not None:
+            metrics.update(measured.pending.result())
         window = self.trainer.cfg.score_window
         if scored:
             self.primary_history.append(metrics[self.primary])
@@ -248,9 +253,8 @@ class Evaluator:
             metrics["score"] = metrics["objective"] = self.penalty
         else:
             if scored and (self.best is None or self.score < self.best["score"]):
-                self.best = {"step": step, "score": self.score,
-                             "generator": self._generator_weights() if measured.generator is None
-                             else measured.generator}
+                generator = self.trainer.generator if measured.networks is None else measured.networks[0]
+                self.best = {"step": step, "score": self.score, "generator": _cpu_copy(generator)}
             metrics["objective"] = self.best["score"]
             metrics["best_step"] = self.best["step"]
         metrics.update(status=status, reason=reason, scored=scored)
@@ -283,8 +287,6 @@ class Evaluator:
             out["kid"] = kid(self.real.features, features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
         return {k if k.startswith("final_") else f"final_{k}": v for k, v in out.items()}
 
-    def _generator_weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.trainer.generator.state_dict().items()}
 
     # -- checkpoints: a resumed run continues its score, its correlation and its rules ---------
     def state_dict(self) -> dict[str, Any]:
@@ -319,7 +321,7 @@ def evaluate_checkpoint(state: dict[str, Any], eval_samples: int | None = None, 
         generator = best["generator"]
     trainer.generator.load_state_dict(generator)
     evaluator = Evaluator(trainer)
-    metrics = evaluator._metrics_of(trainer.sample(trainer.cfg.eval_samples), scored=True, with_critic=False)
+    metrics = evaluator._metrics_of(trainer.sample(trainer.cfg.eval_samples), scored=True, critic=None)
     return {"step": int(state["step"]), "weights": which, "eval_samples": trainer.cfg.eval_samples,
             "primary": evaluator.primary, "feature_extractor": evaluator.feature_extractor,
             "baseline": evaluator.baseline, **metrics}

@@ -72,7 +72,7 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
         dataset=settings.dataset, data_root=settings.data_root, inception_weights=settings.inception_weights,
         steps=settings.steps, eval_every=settings.eval_every, score_every=settings.score_every,
         eval_samples=settings.eval_samples, width=settings.width_for(model_kind), seed=settings.seed,
-        device=settings.device, w1_overlap=settings.w1_overlap,
+        device=settings.device, eval_overlap=settings.eval_overlap,
         stop_on_collapse=settings.collapse_stop).items() if v is not None}
     try:
         for point in space.start_points() or [{}]:

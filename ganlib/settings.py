@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import W1_OVERLAP
+from .config import EVAL_OVERLAP
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ class SweepSettings:
     resume: bool = False
     seed: int = 0
     device: str = "auto"
-    w1_overlap: str = "auto"  # exact W1 beside training (GanConfig.w1_overlap)
+    eval_overlap: str = "auto"  # evaluations beside training (GanConfig.eval_overlap)
     ray_address: str | None = None
     confirm_top: int | None = None
     confirm_seeds: int | None = None
@@ -205,9 +205,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when Ray gave the trial a GPU), cpu, cuda, cuda:N")
-    p.add_argument("--w1-overlap", choices=W1_OVERLAP, default="auto",
-                   help="exact W1 of a scored evaluation on a thread beside training: auto = on CUDA trials; "
-                        "on = also on the CPU, where a trial owns a core it does not train on (default: auto)")
+    p.add_argument("--eval-overlap", choices=EVAL_OVERLAP, default="auto",
+                   help="evaluations on a thread beside training, on copies of the networks: auto = on CUDA "
+                        "trials; on = also on the CPU, where a trial owns a core it does not train on (default: auto)")
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
     return p
 
@@ -251,8 +251,8 @@ def check_settings(s: SweepSettings) -> None:
     if s.device.startswith("cuda") and gpus == 0:
         raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
                             "when Ray gave it a GPU (set --gpus-per-trial)")
-    if s.w1_overlap not in W1_OVERLAP:
-        raise SettingsError("w1_overlap", s.w1_overlap, "one of " + ", ".join(W1_OVERLAP))
+    if s.eval_overlap not in EVAL_OVERLAP:
+        raise SettingsError("eval_overlap", s.eval_overlap, "one of " + ", ".join(EVAL_OVERLAP))
     if s.searcher not in SEARCHERS:
         raise SettingsError("searcher", s.searcher, "one of " + ", ".join(SEARCHERS))
     if s.first_rung is not None:

@@ -60,10 +60,10 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
     ``observers`` are called as ``observer(trainer, metrics, evaluator)`` at each evaluation,
     before ``report`` (which may not return under Tune when the trial is stopped).
 
-    With ``w1_overlap`` a scored evaluation is concluded and reported once its exact W1 is in,
-    a few training steps later (at the latest, at the next evaluation): its checkpoint and its
-    samples are those of its own step, taken when it was measured, and a run it stops is put
-    back to that step. What is reported, saved and returned is what it would be without it."""
+    With ``eval_overlap`` an evaluation is concluded and reported once its metrics are in, a few
+    training steps later (at the latest, at the next evaluation): its checkpoint and its samples
+    are those of its own step, kept when it was measured, and a run it stops is put back to that
+    step. What is reported, saved and returned is what it would be without it."""
     trainer = Trainer(config, data)
     evaluate = Evaluator(trainer)
     if resume is not None:
@@ -88,7 +88,7 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
         report(metrics, pending.checkpoint(trainer, evaluate) if save else None)
         return stop
 
-    pending: PendingEvaluation | None = None  # an evaluation whose W1 is still running
+    pending: PendingEvaluation | None = None  # an evaluation whose metrics are still computing
     try:
         while trainer.step < cfg.steps:
             means.add(trainer.train_step())
@@ -116,20 +116,18 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
 
 
 class PendingEvaluation:
-    """A measured evaluation awaiting its verdict; while its W1 runs, the trainer's state and the
-    samples of its step, which its checkpoint holds."""
+    """A measured evaluation awaiting its verdict; while its metrics compute, the trainer's state
+    at its step, which its checkpoint holds (and a run it stops goes back to)."""
 
     def __init__(self, measured: Measured, trainer: Trainer):
         self.measured = measured
-        self.state = self.samples = None
-        if not measured.ready():
-            self.state = copy.deepcopy(trainer.state_dict())
-            self.samples = checkpoint_samples(trainer)
+        self.state = None if measured.ready() else copy.deepcopy(trainer.state_dict())
 
     def checkpoint(self, trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
         if self.state is None:
             return checkpoint_state(trainer, evaluate)
-        return {**self.state, "evaluation": evaluate.state_dict(), "samples": self.samples}
+        generator = self.measured.networks[0]  # the generator of the evaluation's step
+        return {**self.state, "evaluation": evaluate.state_dict(), "samples": checkpoint_samples(trainer, generator)}
 
 
 SAMPLES_IN_CHECKPOINT = 1000
@@ -142,8 +140,8 @@ def checkpoint_state(trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
     return {**trainer.state_dict(), "evaluation": evaluate.state_dict(), "samples": checkpoint_samples(trainer)}
 
 
-def checkpoint_samples(trainer: Trainer) -> torch.Tensor:
-    return trainer.sample(min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT))
+def checkpoint_samples(trainer: Trainer, generator: torch.nn.Module | None = None) -> torch.Tensor:
+    return trainer.sample(min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT), generator=generator)
 
 
 

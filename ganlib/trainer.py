@@ -183,16 +183,20 @@ class Trainer:
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, chunk: int = 4096, seed: int = EVAL_NOISE_SEED) -> Tensor:
+    def sample(self, n: int, chunk: int = 4096, seed: int = EVAL_NOISE_SEED, generator: torch.nn.Module | None = None
+               ) -> Tensor:
         """n generated samples from fixed noise (the evaluation noise unless ``seed`` says
-        otherwise), on the CPU. Uses its own generator: sampling never shifts the training stream."""
+        otherwise), on the CPU. Uses its own random generator: sampling never shifts the training
+        stream. ``generator``: a copy of this trainer's generator to sample instead (the evaluation
+        thread's)."""
         eval_rng = torch.Generator(self.device).manual_seed(seed)
-        was_training = self.generator.training
-        self.generator.eval()
+        network = self.generator if generator is None else generator
+        was_training = network.training
+        network.eval()
         try:
-            out = [self.generator(self._noise(min(chunk, n - i), eval_rng)).cpu() for i in range(0, n, chunk)]
+            out = [network(self._noise(min(chunk, n - i), eval_rng)).cpu() for i in range(0, n, chunk)]
         finally:
-            self.generator.train(was_training)
+            network.train(was_training)
         return torch.cat(out)
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -73,8 +73,8 @@ def test_a_failed_trial_resumes_from_its_checkpoint(local_ray, tmp_path):
 
 
 def crash_once_at_step_10(config):
-    """First attempt: die at the step-10 report, after the step-8 checkpoint (taken while its W1
-    ran, and reported once it was in); Tune retries from that checkpoint."""
+    """First attempt: die at the step-10 report, after the step-8 checkpoint (taken while its
+    evaluation ran, and reported once it was in); Tune retries from that checkpoint."""
     marker = Path(config["_marker"])
 
     def report(metrics, state):
@@ -88,10 +88,10 @@ def crash_once_at_step_10(config):
     train_gan(config)
 
 
-def test_a_checkpoint_taken_while_w1_runs_resumes_a_failed_trial_exactly(local_ray, tmp_path):
-    # 1,024 points: exact W1 takes 0.1-0.3 s, many tiny steps; the step-8 scored evaluation is
-    # concluded (reported, checkpointed) steps later, its checkpoint holding step 8's state.
-    config = dict(BASE, steps=12, score_every=4, checkpoint_every=4, eval_samples=1024, w1_overlap="on")
+def test_a_checkpoint_taken_while_its_evaluation_runs_resumes_a_failed_trial_exactly(local_ray, tmp_path):
+    # 1,024 points: exact W1 takes 0.1-0.3 s, many tiny steps; the step-8 evaluation is concluded
+    # (reported, checkpointed) steps later, its checkpoint holding step 8's state.
+    config = dict(BASE, steps=12, score_every=4, checkpoint_every=4, eval_samples=1024, eval_overlap="on")
     tuner = tune.Tuner(
         crash_once_at_step_10,
         param_space=dict(config, _marker=str(tmp_path / "marker")),
@@ -103,7 +103,7 @@ def test_a_checkpoint_taken_while_w1_runs_resumes_a_failed_trial_exactly(local_r
     assert list(result.metrics_dataframe["step"]) == [2, 4, 6, 8, 10, 12]  # the retry went on from step 8
 
     history = []  # the same run, never failed, without the overlap
-    straight = train(dict(config, w1_overlap="off"), report=lambda m, s: history.append(m))
+    straight = train(dict(config, eval_overlap="off"), report=lambda m, s: history.append(m))
     state = load_tune_checkpoint(result.checkpoint)
     for key, value in straight.generator.state_dict().items():
         assert torch.equal(value, state["generator"][key])
