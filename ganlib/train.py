@@ -58,7 +58,8 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
           allow_hparam_change: bool = False, observers: list[Observer] = ()) -> Trainer:
     """Run to ``config.steps`` generator iterations (from ``resume``'s step if given).
     ``observers`` are called as ``observer(trainer, metrics, evaluator)`` at each evaluation,
-    before ``report`` (which may not return under Tune when the trial is stopped).
+    before ``report`` (which may not return under Tune when the trial is stopped); with the
+    overlap below, with the trainer as it is when the evaluation is concluded.
 
     With ``eval_overlap`` an evaluation is concluded and reported once its metrics are in, a few
     training steps later (at the latest, at the next evaluation): its checkpoint and its samples
@@ -78,7 +79,7 @@ def train(config: GanConfig | dict[str, Any], report: Reporter = print_reporter,
         metrics = evaluate.conclude(pending.measured)
         step = pending.measured.step
         stop = cfg.stop_on_collapse and metrics["status"] != OK
-        if stop and trainer.step != step:  # trained on while its W1 ran: back to where it was taken
+        if stop and trainer.step != step:  # trained on while it computed: back to where it was taken
             trainer.load_state_dict(pending.state)
         if cfg.final_eval_samples and (stop or step == cfg.steps):
             metrics.update(evaluate.final_metrics(cfg.final_eval_samples))
