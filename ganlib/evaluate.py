@@ -31,9 +31,9 @@ and ``conclude`` (the score, the verdict, the objective). With ``eval_overlap`` 
 computed on the evaluator's thread, on copies of the generator and critic taken at the step,
 while the training loop goes on (torch's kernels and POT's exact OT release the GIL);
 ``conclude`` then waits for them. Nothing else changes: the copies are the networks of that
-step, the metrics draw on no random stream training uses, ``measure`` keeps the generator's
-weights for the best-score copy, and verdicts are reached on the same metrics in the same
-order, so a run's results are those of a run without the overlap.
+step (the best-score weights are taken from the generator's), the metrics draw on no random
+stream training uses, and verdicts are reached on the same metrics in the same order, so a
+run's results are those of a run without the overlap.
 """
 
 from __future__ import annotations
