@@ -24,6 +24,7 @@ parametrisation); batch norm is (its running statistics are stacked buffers).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +40,8 @@ COHORT_FORMAT = "ganlib-cohort-1"
 
 # What members of one cohort must share: it decides the shapes and the computation.
 SHARED = ("dataset", "data_root", "loss", "constraint", "model", "width", "depth", "z_dim", "d_norm", "g_norm",
-          "batch_size", "optimizer", "n_critic", "steps", "eval_every", "score_every", "eval_samples", "device")
+          "batch_size", "optimizer", "n_critic", "steps", "eval_every", "score_every", "eval_samples", "eval_overlap",
+          "device")
 
 
 # A cohort trial's config: its members' configs (params only; the run settings are the trial's),
@@ -271,6 +273,23 @@ def _hparams(cfg: GanConfig, which: str) -> dict[str, float]:
     return {"lr": lr, "beta1": cfg.beta1 or 0.0, "beta2": cfg.beta2 or 0.0, "momentum": cfg.momentum or 0.0}
 
 
+@dataclass
+class MemberAt:
+    """One member as it was at an evaluation whose metrics computed while the cohort trained on
+    (the evaluation overlap): its counters and the copies of its networks taken at that step.
+    A member that evaluation stops ends as it was then (``CohortTrainer.stop``)."""
+
+    step: int
+    critic_steps: int
+    real_samples_seen: int
+    generator: nn.Module
+    critic: nn.Module
+
+    def networks(self) -> dict[str, dict[str, Tensor]]:
+        return {name: {k: v.detach().clone() for k, v in net.state_dict().items()}
+                for name, net in (("generator", self.generator), ("critic", self.critic))}
+
+
 class CohortTrainer:
     """K ``Trainer``s' worth of training in stacked networks. ``train_step`` runs one generator
     iteration of every active member; ``stop(k)`` drops member k; ``member_trainer(k)`` gives a
@@ -389,11 +408,13 @@ class CohortTrainer:
         return stats
 
     # -- members ------------------------------------------------------------------------------------
-    def member_trainer(self, k: int) -> Trainer:
+    def member_trainer(self, k: int, at: MemberAt | None = None) -> Trainer:
         """Member ``k``'s solo Trainer with its current networks copied in (evaluate, checkpoint);
-        a stopped member's holds the networks it stopped with."""
+        a stopped member's holds the networks it stopped with; ``at``'s networks if given."""
         t = self.solos[k]
-        if k in self.retired:
+        if at is not None:
+            nets = {"generator": at.generator.state_dict(), "critic": at.critic.state_dict()}
+        elif k in self.retired:
             nets = self.retired[k]
         else:
             i = self.active.index(k)
@@ -402,11 +423,18 @@ class CohortTrainer:
         t.critic.load_state_dict(nets["critic"])
         return t
 
-    def stop(self, k: int) -> None:
+    def stop(self, k: int, at: MemberAt | None = None) -> None:
         """Member ``k`` stops: its slices leave the stacks and cost nothing more (its last
-        networks are kept in ``retired``, for its checkpoint)."""
+        networks are kept in ``retired``, for its checkpoint). ``at``: the member as it was at
+        the evaluation that stopped it, when the cohort has trained on since (evaluation overlap);
+        it ends with those networks and counters."""
         i = self.active.index(k)
-        self.retired[k] = {"generator": self.generator.member_state(i), "critic": self.critic.member_state(i)}
+        if at is None:
+            self.retired[k] = {"generator": self.generator.member_state(i), "critic": self.critic.member_state(i)}
+        else:
+            self.retired[k] = at.networks()
+            t = self.solos[k]
+            t.step, t.critic_steps, t.real_samples_seen = at.step, at.critic_steps, at.real_samples_seen
         keep = torch.tensor([i for i, m in enumerate(self.active) if m != k], device=self.device)
         self.active = [m for m in self.active if m != k]
         self._clips = None
@@ -465,6 +493,27 @@ class CohortTrainer:
             else:  # CUDA and CPU generator states are not interchangeable: continue reproducibly
                 t.noise_rng.manual_seed(t.cfg.seed + 1 + t.step)
         torch.set_rng_state(state["torch_rng"])
+
+
+def without_members(state: dict[str, Any], stopped: dict[int, dict[str, dict[str, Tensor]]]) -> dict[str, Any]:
+    """A cohort state (``CohortTrainer.state_dict``) with the active members ``stopped`` retired
+    with the networks given: the state had they stopped before it was taken (``stop`` in sorted
+    order, which keeps the last member's slices in the stacks when no member is left)."""
+    if not stopped:
+        return state
+    active = [k for k in state["active"] if k not in stopped]
+    kept = active or [max(stopped)]
+    index = torch.tensor([state["active"].index(k) for k in kept])
+
+    def stack(net: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
+        return {part: {name: t[index.to(t.device)] for name, t in tensors.items()} for part, tensors in net.items()}
+
+    def optimizer(opt: dict[str, Any]) -> dict[str, Any]:
+        return {**opt, "state": [{k: v[index.to(v.device)] for k, v in s.items()} for s in opt["state"]]}
+
+    return {**state, "active": active, "generator": stack(state["generator"]), "critic": stack(state["critic"]),
+            "opt_g": optimizer(state["opt_g"]), "opt_d": optimizer(state["opt_d"]),
+            "retired": {**state["retired"], **{str(k): nets for k, nets in stopped.items()}}}
 
 
 def _member_norms(params: list[Tensor]) -> Tensor:

@@ -119,7 +119,9 @@ class Evaluator:
     """Built once per run: the feature extractor, the real data's statistics and the baseline
     are computed once (per process: they are cached by dataset, extractor and sample count)."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, executor: ThreadPoolExecutor | None = None):
+        """``executor``: where overlapped evaluations compute (a cohort's members share one, sized
+        to the trial's CPUs); by default the evaluator's own thread, started when first needed."""
         self.trainer = trainer
         self.data = data = trainer.data
         cfg = trainer.cfg
@@ -145,11 +147,13 @@ class Evaluator:
         n_modes = None if data.centers is None else len(data.centers)
         self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates)
         self.overlap = overlaps(cfg.eval_overlap, trainer.device)
-        self._thread: ThreadPoolExecutor | None = None  # started by the first measure that overlaps
+        self._thread = executor  # None: started by the first measure that overlaps
+        self._owns_thread = executor is None
 
     def close(self) -> None:
-        """Ends the evaluation thread (a pending evaluation is abandoned, never concluded)."""
-        if self._thread is not None:
+        """Ends the evaluator's own thread (a pending evaluation is abandoned, never concluded);
+        a shared executor is its owner's to end."""
+        if self._thread is not None and self._owns_thread:
             self._thread.shutdown(wait=False, cancel_futures=True)
 
     # -- the metrics ----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Cohorts: every member's trajectory equals its configuration trained alone, for every loss x
 constraint x optimizer; the stacked optimizers equal torch.optim member by member."""
 
+import copy
+
 import pytest
 import torch
 
@@ -237,15 +239,16 @@ def test_a_member_that_diverges_stops_and_the_others_train_on():
     assert last[1]["ended"] and last[1]["status"] == "diverged" and last[1]["step"] == solo_wild[-1]["step"]
 
 
-def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch):
+@pytest.mark.parametrize("overlap", ["off", "on"])
+def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch, overlap):
     """An exception while evaluating member 1 (here exact OT failing to converge at step 40, as
     it can on a degenerate point cloud) ends member 1 with ``error`` and the exception as its
-    reason; the others train on exactly as alone."""
+    reason, as it was at that step; the others train on exactly as alone."""
     import ganlib.cohort_run
     from ganlib.evaluate import Evaluator
     from ganlib.metrics.wasserstein import ConvergenceError
 
-    configs = [dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop")]
+    configs = [dict(c, **RUN, eval_overlap=overlap) for c in _members("wasserstein", "clip", "rmsprop")]
     configs.append(dict(configs[0], lr_d=2e-3))
 
     class FailsOnMember1(Evaluator):
@@ -260,6 +263,7 @@ def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch):
     assert "ConvergenceError: network simplex did not converge" in last[2]["reason"]
     assert last[2]["objective"] > 100 * max(m["objective"] for m in history[0])  # a failed run's penalty
     assert cohort.active == [0, 1] and 2 in cohort.retired and checkpoints[40]["cohort"]["active"] == [0, 1]
+    assert cohort.solos[2].step == checkpoints[40]["cohort"]["members"][2]["step"] == 40
     monkeypatch.undo()
     for k in (0, 1):
         _assert_same_history(history[k], _solo_history(configs[k]))
@@ -313,3 +317,73 @@ def test_a_member_of_a_cohort_checkpoint_reads_as_its_solo_checkpoint():
     stopped = member_checkpoint(checkpoints[60], 0)  # stopped at 20: its networks of step 20
     assert stopped["step"] == 20 and stopped["samples"].shape == member["samples"].shape
     assert member_checkpoint(checkpoints[20], 0)["samples"].shape == member["samples"].shape
+
+
+def test_eval_overlap_reports_stops_and_saves_each_member_as_a_cohort_without_it(tmp_path, monkeypatch):
+    """With the overlap the members' evaluations compute on a thread pool while the cohort trains
+    on, and are concluded steps later. Every member's metrics, verdicts and stops are those of the
+    cohort without it; a member stopped by its verdict (here diverging) or by the reporter ends
+    with its networks and counters of that evaluation's step; a checkpoint holds the cohort of its
+    evaluation's step, and a cohort restored from one ends as the uninterrupted run."""
+    import ganlib.cohort_run
+
+    healthy, wild = (dict(c, steps=40, eval_every=4, score_every=8, checkpoint_every=8, eval_samples=1024)
+                     for c in _members("wasserstein", "clip", "rmsprop"))
+    wild.update(lr_d=50.0, lr_g=50.0, clip=1e6)
+    cut = dict(healthy, lr_d=2e-3)  # the reporter stops it at step 8
+    stop_cut = lambda results: {2} & set(results) if results[next(iter(results))]["step"] == 8 else set()  # noqa: E731
+    trained = [0]  # the cohort's step, as it trains
+
+    class Recording(CohortTrainer):
+        def train_step(self):
+            stats = super().train_step()
+            trained.append(self.step)
+            return stats
+
+    monkeypatch.setattr(ganlib.cohort_run, "CohortTrainer", Recording)
+
+    def run(overlap, resume=None):
+        history, states, lags = {k: [] for k in range(3)}, {}, {}
+
+        def report(latest, state):
+            step = max(m["step"] for m in latest.values())
+            lags[step] = trained[-1] - step
+            history.update({k: history[k] + [{n: v for n, v in m.items() if n != "samples_per_s"}]
+                            for k, m in latest.items() if m["step"] == step})
+            if state is not None:
+                states[step] = copy.deepcopy(state)  # as Tune would save it, at once
+
+        configs = [dict(c, eval_overlap=overlap) for c in (healthy, wild, cut)]
+        return history, states, train_cohort(configs, report, resume=resume, decide=stop_cut), lags
+
+    plain, plain_states, plain_cohort, plain_lags = run("off")
+    history, states, cohort, lags = run("on")
+    assert max(plain_lags.values()) == 0 and max(lags.values()) > 0  # concluded after the cohort trained on
+    # Every member's metrics, scores, objectives and verdicts, in order: the stopped members' bit
+    # for bit; the one that ran on trained a few steps in a larger stack (float tolerance).
+    assert history[1] == plain[1] and history[2] == plain[2]
+    _assert_same_history(history[0], plain[0])
+    assert history[1][-1]["status"] == "diverged" and history[1][-1]["step"] < 40
+    assert [m["step"] for m in history[2]] == [4, 8]
+    assert cohort.active == plain_cohort.active == [0]
+    for k in (1, 2):  # stopped as they were at their evaluation's step, not where the cohort had got to
+        assert cohort.solos[k].step == plain_cohort.solos[k].step == history[k][-1]["step"]
+        assert cohort.solos[k].critic_steps == plain_cohort.solos[k].critic_steps
+        for net in ("generator", "critic"):
+            for name, value in plain_cohort.retired[k][net].items():
+                torch.testing.assert_close(cohort.retired[k][net][name], value, rtol=0, atol=0, equal_nan=True)
+    for net in ("generator", "critic"):  # the member that ran out: as without the overlap
+        torch.testing.assert_close(getattr(cohort.member_trainer(0), net).state_dict(),
+                                   getattr(plain_cohort.member_trainer(0), net).state_dict(), atol=3e-4, rtol=1e-3)
+    # The checkpoints: the cohort at their evaluation's step, the members stopped there retired
+    assert sorted(states) == sorted(plain_states)
+    for step, state in states.items():
+        assert state["cohort"]["step"] == step and state["cohort"]["active"] == plain_states[step]["cohort"]["active"]
+        assert state["cohort"]["members"][1]["step"] == plain_states[step]["cohort"]["members"][1]["step"]
+    step = max(s for s in states if lags[s] > 0 and s < 40)  # one concluded steps after it was taken
+    torch.save(states[step], tmp_path / "cohort.pt")
+    resumed, _, resumed_cohort, _ = run("on", resume=torch.load(tmp_path / "cohort.pt", weights_only=True))
+    assert resumed[0] == [m for m in history[0] if m["step"] > step]
+    for net in ("generator", "critic"):
+        torch.testing.assert_close(getattr(resumed_cohort.member_trainer(0), net).state_dict(),
+                                   getattr(cohort.member_trainer(0), net).state_dict(), rtol=0, atol=0)
