@@ -30,8 +30,9 @@ from eval_cost import trial_config  # bench/ is on the path of a script run from
 from ganlib.cohort_run import train_cohort
 
 
-def cohort_configs(space: str, dataset: str, k: int, steps: int, overlap: str, alone: bool) -> list[dict]:
-    base = {**trial_config(space, dataset, steps), "eval_overlap": overlap}
+def cohort_configs(space: str, dataset: str, k: int, steps: int, overlap: str, alone: bool,
+                   device: str = "cpu") -> list[dict]:
+    base = {**trial_config(space, dataset, steps, device), "eval_overlap": overlap}
     if alone:
         base.update(eval_every=steps, score_every=steps, checkpoint_every=steps, checkpoint_steps=[])
     return [dict(base, lr_d=base["lr_d"] * (1 + i / k), lr_g=base["lr_g"] * (1 + i / (2 * k)),
@@ -51,19 +52,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (where `auto` overlaps)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a 1-CPU trial (Ray sets OMP_NUM_THREADS=1): the pool has one thread
-    print(f"torch {torch.__version__}, 1 thread, CPU; {args.dataset}, {args.steps} steps, default preset cadence")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, 1 thread, {where}; {args.dataset}, {args.steps} steps, default preset cadence")
     print(f"{'space':12} {'K':>3} {'alone s':>8} {'off s':>7} {'on s':>7} {'eval share off':>15} {'on':>6} "
           f"{'on / off':>9}")
     for space in args.spaces:
         for k in args.sizes:
-            wall(cohort_configs(space, args.dataset, k, 100, "on", alone=False))  # warm-up: caches, thread, kernels
+            # warm-up: caches, the thread, kernels
+            wall(cohort_configs(space, args.dataset, k, 100, "on", False, args.device))
             times: dict[str, list[float]] = {"alone": [], "off": [], "on": []}
             for _ in range(args.rounds):
                 for way in times:
                     configs = cohort_configs(space, args.dataset, k, args.steps, "on" if way == "on" else "off",
-                                             alone=way == "alone")
+                                             way == "alone", args.device)
                     times[way].append(wall(configs))
             alone, off, on = (statistics.median(times[w]) for w in ("alone", "off", "on"))
             print(f"{space:12} {k:>3} {alone:>8.1f} {off:>7.1f} {on:>7.1f} {1 - alone / off:>15.1%} "

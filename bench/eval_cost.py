@@ -21,7 +21,7 @@ import torch
 
 from ganlib.config import GanConfig
 from ganlib.evaluate import Evaluator
-from ganlib.plan import ASHA_REDUCTION, asha_first_rung, asha_rungs
+from ganlib.rungs import ASHA_REDUCTION, asha_first_rung, asha_rungs
 from ganlib.settings import PRESETS
 from ganlib.spaces import available, load_space
 from ganlib.train import PendingEvaluation
@@ -30,13 +30,13 @@ from ganlib.trainer import Trainer
 DATASETS = ("ring8", "grid25", "digits")
 
 
-def trial_config(space_name: str, dataset: str, steps: int) -> dict:
+def trial_config(space_name: str, dataset: str, steps: int, device: str = "cpu") -> dict:
     space, preset = load_space(space_name), PRESETS["default"]
     start = space.to_config(space.start_points()[0])
     model_kind = "dcgan" if dataset == "digits" else "mlp"
     width = preset["width"][model_kind]
     return {**space.fixed, **start, "dataset": dataset, "steps": steps, "eval_every": preset["eval_every"],
-            "score_every": preset["score_every"], "eval_samples": preset["eval_samples"], "device": "cpu",
+            "score_every": preset["score_every"], "eval_samples": preset["eval_samples"], "device": device,
             "checkpoint_steps": asha_rungs(asha_first_rung(steps, preset["eval_every"]), steps, ASHA_REDUCTION),
             **({"width": width} if width else {})}
 
@@ -87,15 +87,17 @@ def main() -> None:
     parser.add_argument("--eval-overlap", choices=("off", "on"), nargs="+", default=["off"],
                         help="on: evaluations on a thread beside training (needs a core the trial does not train "
                              "on); 'off on': both, one after the other for each case")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (where `auto` overlaps)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a sweep trial gets one CPU (Ray sets OMP_NUM_THREADS=1)
-    print(f"torch {torch.__version__}, 1 thread, CPU; {args.steps} steps per trial, default preset cadence")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, 1 thread, {where}; {args.steps} steps per trial, default preset cadence")
     print(f"{'space':18} {'dataset':8} {'overlap':>10} {'train s':>8} {'eval s':>7} {'evals':>9} {'eval share':>10}")
     worst = dict.fromkeys(args.eval_overlap, 0.0)
     for space in args.spaces:
         for dataset in args.datasets:
             for overlap in args.eval_overlap:
-                config = {**trial_config(space, dataset, args.steps), "eval_overlap": overlap}
+                config = {**trial_config(space, dataset, args.steps, args.device), "eval_overlap": overlap}
                 train_s, eval_s, light, scored = measure(config)
                 share = eval_s / (train_s + eval_s)
                 worst[overlap] = max(worst[overlap], share)

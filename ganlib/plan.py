@@ -38,16 +38,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from .config import HYPERPARAMS
+from .rungs import ASHA_REDUCTION, HYPERBAND_REDUCTION, aligned, asha_first_rung, asha_rungs
 from .settings import SweepSettings
 from .spaces import SearchSpace
 
-ASHA_REDUCTION, HYPERBAND_REDUCTION = 5, 3
-ASHA_FIRST_RUNG = 1 / 20  # of the budget (before bench/search_efficiency.py: 1 / 4, reduction 2)
 PBT_QUANTILE = 0.25
 PBT_RESAMPLE_PROBABILITY = 0.25
 PBT_FACTORS = (0.8, 1.2)
@@ -97,24 +95,6 @@ def trial_id_of_dirname(name: str) -> str:
     return name.removeprefix("trial_")
 
 
-def _aligned(step: float, unit: int) -> int:
-    """``step`` rounded up to a multiple of ``unit`` (evaluations only happen there)."""
-    return max(unit, int(math.ceil(step / unit)) * unit)
-
-
-def asha_rungs(grace: int, max_t: int, reduction: int, bracket: int = 0) -> list[int]:
-    """The milestones of one ASHA bracket, as ``ray.tune.schedulers.async_hyperband._Bracket``
-    computes them (its MAX_RUNGS formula), below ``max_t``."""
-    count = int(np.log(max_t / grace) / np.log(reduction) - bracket + 1)
-    return sorted(r for k in range(count) if (r := grace * reduction ** (k + bracket)) < max_t)
-
-
-def asha_first_rung(steps: int, eval_every: int, first_rung: int | None = None) -> int:
-    """ASHA's grace period: ``first_rung`` if the user set one, else a twentieth of the budget
-    rounded up to an evaluation."""
-    return first_rung or _aligned(steps * ASHA_FIRST_RUNG, eval_every)
-
-
 def _regular_checkpoints(settings: SweepSettings) -> int:
     """About five checkpoints per trial (plus the final one): they bound the work lost to a
     failure without flooding the storage."""
@@ -152,7 +132,7 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
             return _cohort_plan(settings, space, scheduler, rungs, regular, text)
     elif settings.scheduler == "hyperband":
         reduction = settings.rung_reduction or HYPERBAND_REDUCTION
-        grace = settings.first_rung or _aligned(steps / reduction ** 2, unit)
+        grace = settings.first_rung or aligned(steps / reduction ** 2, unit)
         brackets = max(1, sum(1 for s in range(8) if grace * reduction ** s < steps))
         per_bracket = [asha_rungs(grace, steps, reduction, b) for b in range(brackets)]
         rungs = sorted({r for b in per_bracket for r in b})

@@ -12,7 +12,7 @@ PACKAGE = Path(ganlib.__file__).parent
 LAYERS = {
     "config": 0,
     "losses": 1, "penalties": 1, "collapse": 1, "metrics": 1, "models": 1, "data": 1, "figures": 1,
-    "constraints": 2, "optim": 2, "reaper": 2,
+    "constraints": 2, "optim": 2, "reaper": 2, "rungs": 2,
     "trainer": 3,
     "evaluate": 4, "cohort": 4,
     "train": 5, "cohort_run": 5,

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from ganlib.config import GanConfig
-from ganlib.plan import SpaceExplorer, asha_rungs, plan_sweep
+from ganlib.plan import SpaceExplorer, plan_sweep
 from ganlib.preflight import PreflightError, preflight
+from ganlib.rungs import asha_rungs
 from ganlib.settings import SweepSettings, resolve_paths
 from ganlib.spaces import load_space
 from ganlib.sweep import SweepFailed, run_sweep
