@@ -54,7 +54,12 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
     Tune restores each kind's newest file by name, unchecked: ``TuneController.resume`` meets an
     EOFError, logs it, and the restored run has no trials at all. Setting aside only the file
     that fails would restore that kind from an older session beside the others' newer state (an
-    experiment state without the trials its searcher has already suggested)."""
+    experiment state without the trials its searcher has already suggested).
+
+    A file cut short or missing is first restored from the whole copy its driver staged on this
+    machine (``_staged_copy``), where there is one: a stage's first session has no session before
+    it, and setting it aside would leave nothing to restore (met in CI: the confirmation stage's
+    basic variant generator state cut short by the kill)."""
     import pyarrow.fs as pafs
     from ray.train._internal.storage import get_fs_and_path
 
@@ -69,9 +74,11 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
             sessions.setdefault(found[1], {})[name] = found[0]
     aside, ordered = [], sorted(sessions, reverse=True)
     for i, session in enumerate(ordered):
-        # a kind the session before had and this one lacks: its copy never reached the storage path
+        # a kind the session before had (and the experiment state, which every session writes first)
+        # that this one lacks: its copy never reached the storage path
         before = set(sessions[ordered[i + 1]].values()) if i + 1 < len(ordered) else set()
-        problems = [f"no {kind} file" for kind in sorted(before - set(sessions[session].values()))]
+        needed = before | {TUNE_STATE_FILES[0]}
+        missing = {kind.replace("*", session): kind for kind in needed - set(sessions[session].values())}
         unreadable = []
         for name in sessions[session]:
             try:
@@ -79,6 +86,15 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
                     _loads(name, stream.readall())
             except Exception:  # noqa: BLE001 - truncated or damaged: any failure to load it
                 unreadable.append(name)
+        for name in [*unreadable, *missing]:  # the killed driver's own whole copy, where this machine has it
+            if (data := _staged_copy(Path(root).name, name)) is not None:
+                with fs.open_output_stream(f"{root}/{name}") as out:
+                    out.write(data)
+                sessions[session][name] = missing.pop(name, None) or sessions[session][name]
+                unreadable = [n for n in unreadable if n != name]
+                logger.warning("Tune state file %s in %s was cut short or missing (a driver killed while copying "
+                               "it?): restored from the whole copy its driver staged on this machine", name, root)
+        problems = [f"no {kind} file" for kind in sorted(missing.values())]
         if not unreadable and not problems:
             break  # the newest whole session: Tune restores from it
         for name in sorted(sessions[session]):
@@ -89,6 +105,30 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
                        "its files are set aside; restoring from the session before", session, root,
                        ", ".join(sorted(unreadable) + problems))
     return aside
+
+
+def _staged_copy(experiment_dir_name: str, name: str) -> bytes | None:
+    """A whole copy of the Tune state file ``name`` from a driver staging folder of this machine's
+    Ray sessions, or None. Tune writes its state there first, atomically (a temporary file renamed),
+    then copies it into the storage path, which is not atomic: a driver killed during that copy
+    leaves a whole copy in its staging folder (the same file name: the name holds its driver
+    session), on the machine it ran on, where a resumed sweep's driver usually runs too."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.train.constants import _get_ray_train_session_dir
+
+    ray_temp = Path(_get_ray_train_session_dir()).parent.parent  # <temp>/session_*/artifacts
+    pattern = f"session_*/artifacts/*/{glob.escape(experiment_dir_name)}/driver_artifacts/{glob.escape(name)}"
+    for path in sorted(ray_temp.glob(pattern), reverse=True):
+        try:
+            data = path.read_bytes()
+            _loads(name, data)
+        except Exception:  # noqa: BLE001 - not whole either
+            continue
+        return data
+    return None
 
 
 def discard_staged_state(experiment_dir_name: str) -> list[str]:

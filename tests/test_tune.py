@@ -213,3 +213,34 @@ def test_truncated_tune_state_files_are_set_aside_before_a_restore(local_ray, tm
     results = tune.Tuner.restore(str(path), report_once, resume_unfinished=True).fit()
     assert sorted(r.metrics["score"] for r in results) == [1, 2] and not results.errors
     assert set_aside_unreadable_state(str(path)) == []  # nothing more to set aside
+
+
+def test_a_state_file_cut_short_is_restored_from_its_drivers_staged_copy(local_ray, tmp_path):
+    """A stage's first driver session killed while Tune copied its state into the storage path
+    (met in CI: the confirmation stage's basic variant generator state cut short). With no session
+    before it, setting the session aside leaves nothing to restore; but the driver wrote the file
+    whole into its staging folder on this machine first, and the file is restored from there."""
+    from ray.train.constants import _get_ray_train_session_dir
+
+    from ganlib.tune_state import set_aside_unreadable_state
+
+    path = tmp_path / "staged"
+    tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="staged", storage_path=str(tmp_path), verbose=0)).fit()
+    [state] = path.glob("basic-variant-state-*.json")
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])  # cut short by the kill
+    [experiment] = path.glob("experiment_state-*.json")
+    experiment.unlink()  # and the experiment state never copied at all
+    assert set_aside_unreadable_state(str(path)) == []
+    assert state.read_bytes() == whole and experiment.exists()
+    results = tune.Tuner.restore(str(path), report_once, resume_unfinished=True).fit()
+    assert sorted(r.metrics["score"] for r in results) == [1, 2] and not results.errors
+
+    # the restored run's driver ran on another machine (no staged copy here): its session is set aside
+    newest = sorted(path.glob("basic-variant-state-*.json"))[-1]
+    assert newest != state
+    for staged in Path(_get_ray_train_session_dir()).glob(f"*/staged/driver_artifacts/{newest.name}"):
+        staged.unlink()
+    newest.write_bytes(newest.read_bytes()[:10])
+    assert newest.name in set_aside_unreadable_state(str(path)) and state.read_bytes() == whole
