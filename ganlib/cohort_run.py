@@ -86,10 +86,8 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
             except Exception as err:  # noqa: BLE001 - this member's failure, not its cohort's
                 evaluation.measured[k] = err
                 networks = (copy.deepcopy(member.generator), copy.deepcopy(member.critic)) if pool else None
-            if networks is not None:  # the cohort trains on: keep the member as it is now
+            if networks is not None:  # the cohort may train on: keep the member as it is now
                 evaluation.at[k] = MemberAt(member.step, member.critic_steps, member.real_samples_seen, *networks)
-        if evaluation.at:  # and the cohort as it is now, for the evaluation's checkpoint
-            evaluation.state = cohort.state_dict()
         return evaluation
 
     def conclude(evaluation: CohortEvaluation) -> None:
@@ -146,6 +144,8 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
             if pending.ready() or step == cfg.steps:
                 conclude(pending)
                 pending = None
+            else:  # the cohort trains on: its state now is the evaluation's checkpoint
+                pending.state = cohort.state_dict()
             for k in cohort.active:
                 throughput[k].reset()
     finally:
@@ -166,7 +166,7 @@ class CohortEvaluation:
     measured: dict[int, Measured | Exception] = field(default_factory=dict)
     train_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
     at: dict[int, MemberAt] = field(default_factory=dict)
-    state: dict[str, Any] | None = None  # then the cohort's state at the step (``CohortTrainer.state_dict``)
+    state: dict[str, Any] | None = None  # the cohort's state at the step, if it trained on before concluding
 
     def ready(self) -> bool:
         return all(isinstance(m, Exception) or m.ready() for m in self.measured.values())
