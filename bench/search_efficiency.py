@@ -8,6 +8,12 @@ of running the same sweep (same space, trial count, budget and seeds):
     python bench/search_efficiency.py                       # grid25, wgan_gp_lambda, 3 seeds (~40 min here)
     python bench/search_efficiency.py --seeds 0 --num-trials 8 --steps 500   # a quick look
     python bench/search_efficiency.py                       # again, after changing a default: reruns it alone
+    python bench/search_efficiency.py --seeds 0 1 2 3 4 --rung-reduction 8   # a candidate schedule, live
+
+``--first-rung`` / ``--rung-reduction`` run the default arm with another ASHA schedule (kept under
+its own record, ``default-r<reduction>-f<first rung>-<seed>.json``, so the default's stays);
+``--methods`` runs some arms only (``--methods random tpe`` records the full-budget sweeps that
+``bench/asha_replay.py`` replays; the summary needs all three).
 
 Each sweep's per-trial record is kept in ``--out``/trials and reused by a later call whose
 settings (and, for the default, whose schedule: the plan's description) are the same, so a
@@ -42,14 +48,22 @@ METHODS = {
 HEALTHY = ("completed", "stopped_early", "stalled")
 
 
+def arm_name(method: str, args) -> str:
+    """The record's name: the method, and for the default arm the schedule it was given, if any."""
+    if method != "default" or (args.first_rung is None and args.rung_reduction is None):
+        return method
+    return f"default-r{args.rung_reduction or 'default'}-f{args.first_rung or 'default'}"
+
+
 def sweep_settings(method: str, seed: int, args, out: Path):
     from ganlib.settings import SweepSettings
 
+    schedule = dict(first_rung=args.first_rung, rung_reduction=args.rung_reduction) if method == "default" else {}
     return SweepSettings(space=args.space, dataset=args.dataset, preset="default", num_trials=args.num_trials,
-                         steps=args.steps, seed=seed, name=f"{method}-{seed}", device="cpu",
+                         steps=args.steps, seed=seed, name=f"{arm_name(method, args)}-{seed}", device="cpu",
                          tracking_uri=f"sqlite:///{out}/mlflow.db", storage_path=str(out / "ray"),
                          max_concurrent=args.max_concurrent, confirm_top=0,  # the search alone is compared
-                         **METHODS[method])
+                         **METHODS[method], **schedule)
 
 
 def record_key(settings) -> dict:
@@ -66,7 +80,7 @@ def record_key(settings) -> dict:
 def trials_of(method: str, seed: int, args, out: Path) -> list[dict]:
     """The sweep's per-trial record: reused from an earlier call with the same key, else run."""
     settings = sweep_settings(method, seed, args, out)
-    key, path = record_key(settings), out / "trials" / f"{method}-{seed}.json"
+    key, path = record_key(settings), out / "trials" / f"{settings.name}.json"
     if path.exists() and not args.rerun and (saved := json.loads(path.read_text()))["key"] == key:
         print(f"{method} seed {seed}: reusing {path} (run {saved['ran']})")
         return saved["trials"]
@@ -127,17 +141,24 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/search_efficiency"))
     parser.add_argument("--rerun", action="store_true", help="run every method again, ignoring earlier records")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="the arms to run (the summary needs all three)")
+    parser.add_argument("--first-rung", type=int, help="the default arm's ASHA grace period (steps)")
+    parser.add_argument("--rung-reduction", type=int, help="the default arm's ASHA reduction factor")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     import ray
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)  # one Ray for every sweep
-    curves: dict[str, list] = {m: [] for m in METHODS}
+    curves: dict[str, list] = {m: [] for m in args.methods}
     for seed in args.seeds:
-        for method in METHODS:
+        for method in args.methods:
             curves[method].append(anytime(trials_of(method, seed, args, args.out)))
     ray.shutdown()
+    if set(args.methods) != set(METHODS):
+        print(f"recorded {', '.join(args.methods)}; the summary needs {', '.join(METHODS)}")
+        return
 
     finals = {m: [c[-1] for c in cs] for m, cs in curves.items()}
     rows = {}
@@ -179,11 +200,12 @@ def main() -> None:
                               f"({p['default_reach_fraction_seconds']:.0%} of its seconds)" if math.isfinite(reach)
                               else "never within 5 % of random's final best"))
     print("goals: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in goals.items()))
-    (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+    stem = arm_name("default", args).replace("default", "search_efficiency", 1)  # a candidate's own files
+    (args.out / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "methods": rows, "per_seed": per_seed, "goals": goals,
                                                        "curves": curves}, indent=1))
-    _plot(curves, args.out / "search_efficiency.png", f"{args.space} on {args.dataset}")
-    print(f"curves: {args.out / 'search_efficiency.png'}")
+    _plot(curves, args.out / f"{stem}.png", f"{args.space} on {args.dataset}")
+    print(f"curves: {args.out / f'{stem}.png'}")
 
 
 def _plot(curves, path: Path, title: str) -> None:

@@ -145,9 +145,6 @@ def checkpoint_samples(trainer: Trainer, generator: torch.nn.Module | None = Non
     return trainer.sample(min(trainer.cfg.eval_samples, SAMPLES_IN_CHECKPOINT), generator=generator)
 
 
-
-
-
 # -- command line ------------------------------------------------------------------------------
 def _field_parser(annotation: str) -> Callable[[str], Any]:
     hint = annotation.replace(" ", "")
