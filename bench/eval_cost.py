@@ -7,7 +7,7 @@ For each shipped search space, its first start point (the paper's settings) is t
 whole `default`-preset trial (2,000 generator steps, the preset's width for the model kind) on
 each dataset, evaluating as a sweep trial does: a light evaluation every 100 steps (the critic's
 reading, modes, sliced W1, FID features, diversity, the collapse rules) and a scored one every
-500 steps, at the ASHA rungs (100, 500) and at the end (exact W1 on 2-D data, KID on images, the
+500 steps, at the ASHA rungs (100, 800) and at the end (exact W1 on 2-D data, KID on images, the
 score). Training and evaluation are timed side by side in one process; the share printed is
 evaluation time over the trial's total (training + evaluation).
 """

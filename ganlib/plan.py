@@ -2,12 +2,12 @@
 the metric they compare, the steps at which trials must checkpoint, and what to log.
 
 * ``asha`` (default): asynchronous successive halving on ``objective`` (a trial's best score so
-  far), reduction factor 5, the first rung at a twentieth of the budget: with the ``default``
-  preset, rungs at steps 100 and 500, where trials are scored anyway. Chosen by replaying
-  schedules on recorded sweeps (``bench/asha_replay.py``: the score at step 100 ranks the final
-  scores with a rank correlation of 0.48-0.87 on grid25) and measured live
-  (``bench/search_efficiency.py``: as good a best as random search with 39 % of its work; the old
-  default, reduction 2 from a quarter of the budget, spent 49 % for a worse best). A space whose
+  far), reduction factor 8, the first rung at a twentieth of the budget: with the ``default``
+  preset, rungs at steps 100 and 800. Chosen by replaying schedules on recorded sweeps
+  (``bench/asha_replay.py``: the score at step 100 ranks the final scores with a rank correlation
+  of 0.54-0.82 on grid25) and measured live (``bench/search_efficiency.py``: the same best as
+  random search on 5 seeds with 32 % of its work; reduction 5, rungs at 100 and 500, found the
+  same with 41 %; reduction 2 from a quarter of the budget spent 49 % for a worse best). A space whose
   configurations start slowly moves the first rung (``--first-rung``) or softens the cut
   (``--rung-reduction``). Every rung is a checkpoint and a scored evaluation, so a trial stopped
   there leaves its weights and its score of that step.

@@ -122,8 +122,8 @@ def test_rungs_are_tunes_own_and_are_checkpoints(tmp_path):
     space = load_space("wgan_clip")
     plan = plan_sweep(settings(tmp_path, preset="default"), space)
     bracket = plan.scheduler._brackets[0]  # noqa: SLF001 - Tune's own milestones, to compare with
-    assert sorted(r for r, _ in bracket._rungs if r < 2000) == asha_rungs(100, 2000, 5) == [100, 500]
-    assert plan.checkpoint_steps == (100, 500) and plan.metric == "objective"
+    assert sorted(r for r, _ in bracket._rungs if r < 2000) == asha_rungs(100, 2000, 8) == [100, 800]
+    assert plan.checkpoint_steps == (100, 800) and plan.metric == "objective"
     hyperband = plan_sweep(settings(tmp_path, preset="default", scheduler="hyperband"), space)
     for b in hyperband.scheduler._brackets:  # noqa: SLF001 - every bracket prunes within the budget
         milestones = [r for r, _ in b._rungs if r < 2000]
