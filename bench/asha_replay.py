@@ -1,7 +1,7 @@
 """Which ASHA schedule? Replays candidate rungs on the full-budget sweeps that
 ``bench/search_efficiency.py`` recorded (its ``random`` and ``tpe`` arms, every trial to its budget).
 
-    python bench/search_efficiency.py           # first: records the sweeps
+    python bench/search_efficiency.py --methods random tpe   # first: records the sweeps
     python bench/asha_replay.py                 # then: rank correlations and replayed schedules
 
 Per recorded sweep it prints how well a trial's objective at each scored step (100, 500, 1,000,
@@ -10,8 +10,8 @@ ASHA would have spent and the best objective it would have kept. The replay feed
 one ASHA bracket in the order they ended, each compared at a rung with those recorded there
 before it (Ray's rule: stop if worse than the 1 - 1/reduction quantile of the rung's record; the
 first at a rung goes on), so it ignores two things a live sweep has: two trials running at once,
-and TPE choosing later trials from the values pruning gives it. Rungs are replayed at scored
-steps only (the objective between them is the last scored one). The live measurement of the
+and TPE choosing later trials from the values pruning gives it. A rung between the recorded
+scored steps sees the last scored objective, where a live sweep scores at every rung. The live measurement of the
 chosen schedule is ``bench/search_efficiency.py``'s; this only says which schedules are worth it.
 """
 
@@ -29,14 +29,14 @@ SCHEDULES = {  # name: (rungs, reduction)
     "100, 500, 1000 / 2": ([100, 500, 1000], 2),
     "100, 500 / 3": ([100, 500], 3),
     "100, 500 / 4": ([100, 500], 4),
-    "100, 500 / 5 (until 2026-12)": ([100, 500], 5),
+    "100, 500 / 5 (until now)": ([100, 500], 5),
     "100, 1000 / 3": ([100, 1000], 3),
     "100, 500, 1500 / 3": ([100, 500, 1500], 3),
     "100, 500 / 8": ([100, 500], 8),
     "100, 1000 / 8": ([100, 1000], 8),
     # what Ray builds from a 100-step grace period (rung k at 100 x reduction^k); rungs between
     # scored steps see the last scored objective here, a live sweep scores at every rung
-    "100, 800 / 8 (Ray; now)": ([100, 800], 8),
+    "100, 800 / 8 (Ray, now)": ([100, 800], 8),
     "100, 400, 1600 / 4 (Ray)": ([100, 400, 1600], 4),
     "100, 300, 900 / 3 (Ray)": ([100, 300, 900], 3),
     "100, ..., 1600 / 2 (Ray)": ([100, 200, 400, 800, 1600], 2),

@@ -48,11 +48,17 @@ METHODS = {
 HEALTHY = ("completed", "stopped_early", "stalled")
 
 
+def schedule_suffix(args) -> str:
+    """What names the default arm's record and the summary's files when it was given another ASHA
+    schedule ("-r8-fdefault"); empty for the platform's own."""
+    if args.first_rung is None and args.rung_reduction is None:
+        return ""
+    return f"-r{args.rung_reduction or 'default'}-f{args.first_rung or 'default'}"
+
+
 def arm_name(method: str, args) -> str:
     """The record's name: the method, and for the default arm the schedule it was given, if any."""
-    if method != "default" or (args.first_rung is None and args.rung_reduction is None):
-        return method
-    return f"default-r{args.rung_reduction or 'default'}-f{args.first_rung or 'default'}"
+    return method + schedule_suffix(args) if method == "default" else method
 
 
 def sweep_settings(method: str, seed: int, args, out: Path):
@@ -200,7 +206,7 @@ def main() -> None:
                               f"({p['default_reach_fraction_seconds']:.0%} of its seconds)" if math.isfinite(reach)
                               else "never within 5 % of random's final best"))
     print("goals: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in goals.items()))
-    stem = arm_name("default", args).replace("default", "search_efficiency", 1)  # a candidate's own files
+    stem = f"search_efficiency{schedule_suffix(args)}"  # a candidate schedule's own files
     (args.out / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "methods": rows, "per_seed": per_seed, "goals": goals,
                                                        "curves": curves}, indent=1))
