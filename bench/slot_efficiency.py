@@ -13,6 +13,8 @@ Runs the sweep in this process (its own private Ray), times its phases, and read
   scheduling, the process and its imports when no actor is reused), Tune's own bookkeeping and
   slots left idle (the last trials of a stage, when fewer than the slots remain);
 * the same against the whole command's wall time (imports, pre-flight, Ray start, report).
+  Ray shuts down on a thread while the report is written; *shutdown wait* is what is left of
+  the shutdown after the report.
 
 Where the rest of the slot time goes, split by cause from the driver's view of each trial (the
 sweep's own Tune callback, timed with the driver's clock): *outside the trial* is the time from
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> None:
     for module, name, label in ((ganlib.sweep, "preflight", "pre-flight"), (ganlib.cluster, "connect", "Ray start"),
                                 (ganlib.sweep, "_tune_run", "Tune runs"),
                                 (ganlib.report, "write_sweep_report", "report"),
-                                (ganlib.cluster.Cluster, "close", "Ray shutdown")):
+                                (ganlib.cluster.Cluster, "close", "shutdown wait")):
         _timed(module, name, label)
     import ganlib.tracking
 

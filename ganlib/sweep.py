@@ -10,7 +10,8 @@ Shared by every script in ``sweeps/`` (``sys.exit(main(["--space", NAME, *argv])
 4. the MLflow parent run (new, or the resumed sweep's own);
 5. the Tune run, as ``plan.py`` decides (scheduler, searcher, checkpoints), every trial logged
    by the driver (``tracking.py``);
-6. the report on the parent run (``report.py``), the parent's final state, and a summary.
+6. the report on the parent run (``report.py``), written while Ray shuts down, the parent's
+   final state, and a summary.
 
 Exit codes: 0 when the sweep ran (some trials may have failed), 1 when every trial errored,
 the sweep crashed, or ``--resume`` met Tune state it could not restore (parent run FAILED), 2
@@ -130,7 +131,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         client.set_tag(parent_run_id, "sweep_state", "running")
         client.set_tag(parent_run_id, "driver", identity())  # a --resume elsewhere checks that this one has stopped
         try:
-            summary = _run_tune(settings, prepared, plan, data, client, experiment_id, parent_run_id)
+            summary = _run_tune(settings, prepared, plan, data, client, experiment_id, parent_run_id, cluster)
         except SweepFailed:
             raise  # the parent run already says so
         except BaseException as err:
@@ -173,7 +174,8 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     return tune.Tuner(run, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
 
 
-def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent_run_id: str,
+              cluster) -> dict[str, Any]:
     from .cohort import RUNGS_KEY
     from .report import build_report, member_results, optuna_record, trial_id_of_result, write_sweep_report
     from .tracking import SweepLogger, delete_orphan_runs
@@ -218,6 +220,7 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
             summary.update(seconds=time.time() - started, parent_run_id=parent_run_id, experiment_id=experiment_id,
                            report=None, undelivered=undelivered)
             raise SweepInterrupted(summary)
+    cluster.close_in_background()  # the Tune runs are over: Ray stops while the report is written
     summary = write_sweep_report(client, parent_run_id, built, results, space, optuna_record(settings.experiment_path),
                                  confirmation)
     summary.update(seconds=time.time() - started, undelivered=undelivered, parent_run_id=parent_run_id,

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -296,6 +297,36 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_private_ray_closed_beside_the_report_leaves_no_process_behind():
+    """The sweep writes its report while its private Ray shuts down (Cluster.close_in_background):
+    the call returns at once, close() waits for the end, and by then every process of the cluster
+    is gone, while the driver still runs (so not the reaper's cleanup at the driver's exit)."""
+    driver = textwrap.dedent("""
+        import sys, time
+        from ganlib.cluster import connect
+        from ganlib.settings import SweepSettings
+        cluster = connect(SweepSettings(space="wgan_clip"))
+        started = time.perf_counter()
+        cluster.close_in_background()
+        returned = time.perf_counter() - started
+        cluster.close()
+        print(f"{returned:.3f} {time.perf_counter() - started:.3f}", flush=True)
+        sys.stdin.readline()  # stay alive until the test has looked
+    """)
+    before = set(sweep_processes())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env)
+    try:
+        returned, closed = map(float, proc.stdout.readline().split())
+        assert returned < 0.5 < closed  # the shutdown ran on its thread, and close() waited for it
+        assert not set(sweep_processes()) - before  # no GCS, raylet or worker left, the driver alive
+        assert proc.poll() is None
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
 
 
 def test_a_run_a_killed_driver_left_open_is_closed_by_the_resumed_sweep(tmp_path):
