@@ -122,13 +122,22 @@ class PendingEvaluation:
 
     def __init__(self, measured: Measured, trainer: Trainer):
         self.measured = measured
-        self.state = None if measured.ready() else copy.deepcopy(trainer.state_dict())
+        self.state = None if measured.ready() else _state_beside(trainer, measured.networks)
 
     def checkpoint(self, trainer: Trainer, evaluate: Evaluator) -> dict[str, Any]:
         if self.state is None:
             return checkpoint_state(trainer, evaluate)
         generator = self.measured.networks[0]  # the generator of the evaluation's step
         return {**self.state, "evaluation": evaluate.state_dict(), "samples": checkpoint_samples(trainer, generator)}
+
+
+def _state_beside(trainer: Trainer, networks: tuple[torch.nn.Module, torch.nn.Module]) -> dict[str, Any]:
+    """The trainer's state now, its networks' weights those of the evaluation's copies
+    (``networks``: generator, critic), which are this step's and which nothing trains (the
+    evaluation runs them in eval mode under no_grad), instead of copied a second time."""
+    state = trainer.state_dict()
+    del state["generator"], state["critic"]  # views of the live weights: not copied
+    return {**copy.deepcopy(state), "generator": networks[0].state_dict(), "critic": networks[1].state_dict()}
 
 
 SAMPLES_IN_CHECKPOINT = 1000
