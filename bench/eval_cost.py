@@ -8,8 +8,8 @@ whole `default`-preset trial (2,000 generator steps, the preset's width for the 
 each dataset, evaluating as a sweep trial does: a light evaluation every 100 steps (the critic's
 reading, modes, sliced W1, FID features, diversity, the collapse rules) and a scored one every
 500 steps, at the ASHA rungs (100, 800) and at the end (exact W1 on 2-D data, KID on images, the
-score). Training and evaluation are timed side by side in one process; the share printed is
-evaluation time over the trial's total (training + evaluation).
+score). The trial is ``ganlib.train.train``'s run, its evaluation calls timed in the process;
+the share printed is evaluation time over the trial's total (training + evaluation).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import time
 
 import torch
 
-from ganlib.config import GanConfig
 from ganlib.evaluate import Evaluator
 from ganlib.rungs import ASHA_REDUCTION, asha_first_rung, asha_rungs
 from ganlib.settings import PRESETS
 from ganlib.spaces import available, load_space
-from ganlib.train import PendingEvaluation
+from ganlib.train import PendingEvaluation, train
 from ganlib.trainer import Trainer
 
 DATASETS = ("ring8", "grid25", "digits")
@@ -41,42 +40,63 @@ def trial_config(space_name: str, dataset: str, steps: int, device: str = "cpu")
             **({"width": width} if width else {})}
 
 
+class _Clock:
+    """Seconds spent inside some methods, for the run ``train`` makes of them (one trial at a time)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, owner: type, name: str, before=None):
+        """Time ``owner.name``; ``before(*args)``, if given, runs first, outside the clock."""
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if before is not None:
+                before(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+        return original
+
+
 def measure(config: dict) -> tuple[float, float, int, int]:
-    """(training seconds, evaluation seconds, light evaluations, scored evaluations) of one trial.
-    The loop is ``ganlib.train.train``'s: with ``eval_overlap`` an evaluation is concluded when
-    its metrics are in or at the next evaluation; the time the loop spends on it (copying the
-    networks and the trainer's state, waiting) is evaluation."""
-    cfg = GanConfig.from_dict(config)
-    trainer = Trainer(cfg)
-    evaluate = Evaluator(trainer)  # built once per trial, as in a sweep (real statistics cached per process)
-    train_s = eval_s = 0.0
-    light = scored = 0
-    pending = None
+    """(training seconds, evaluation seconds, light evaluations, scored evaluations) of one trial,
+    run by ``ganlib.train.train`` itself (no reporter). Evaluation is the time in the evaluator's
+    ``measure`` and ``conclude`` and in copying the trainer's state for an evaluation computing
+    on the thread (with ``eval_overlap``, what is left of an evaluation in the loop: the copies
+    and the waits). Training is the rest of the run, less what is neither: building the trainer
+    and the evaluator (once per trial; the real statistics are cached per process) and the
+    checkpoints' states and sample pictures ``train`` builds at checkpoint steps."""
+    evaluation, neither = _Clock(), _Clock()
+    counts = {"light": 0, "scored": 0}
+
+    def sync(evaluator, *args, **kwargs):  # the training queued on a GPU is training's time
+        if evaluator.trainer.device.type == "cuda":
+            torch.cuda.synchronize(evaluator.trainer.device)
+
+    def count(pending, measured, trainer):
+        counts["scored" if measured.scored else "light"] += 1
+
+    originals = [(Evaluator, "measure", evaluation.wrap(Evaluator, "measure", before=sync)),
+                 (Evaluator, "conclude", evaluation.wrap(Evaluator, "conclude")),
+                 (PendingEvaluation, "__init__", evaluation.wrap(PendingEvaluation, "__init__", before=count)),
+                 (PendingEvaluation, "checkpoint", neither.wrap(PendingEvaluation, "checkpoint")),
+                 (Trainer, "__init__", neither.wrap(Trainer, "__init__")),
+                 (Evaluator, "__init__", neither.wrap(Evaluator, "__init__"))]
     try:
-        for step in range(1, cfg.steps + 1):
-            start = time.perf_counter()
-            stats = trainer.train_step()
-            evaluates = not (step % cfg.eval_every and step != cfg.steps and step not in cfg.checkpoint_steps)
-            if not evaluates and pending is None:
-                train_s += time.perf_counter() - start
-                continue
-            stats.loss_d.item()  # the step is done (a no-op on the CPU)
-            middle = time.perf_counter()
-            train_s += middle - start
-            if pending is not None and (evaluates or pending.measured.ready()):
-                evaluate.conclude(pending.measured)
-                pending = None
-            if evaluates:
-                is_scored = evaluate.is_scored(step)
-                pending = PendingEvaluation(evaluate.measure({"step": step}, scored=is_scored), trainer)
-                if pending.measured.ready() or step == cfg.steps:
-                    evaluate.conclude(pending.measured)
-                    pending = None
-                scored, light = scored + is_scored, light + (not is_scored)
-            eval_s += time.perf_counter() - middle
+        started = time.perf_counter()
+        train(config, report=lambda metrics, state: None)
+        if config.get("device", "cpu").startswith("cuda"):
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - started
     finally:
-        evaluate.close()
-    return train_s, eval_s, light, scored
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return wall - evaluation.seconds - neither.seconds, evaluation.seconds, counts["light"], counts["scored"]
 
 
 def main() -> None:
