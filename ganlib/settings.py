@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import EVAL_OVERLAP
+from .rungs import ASHA_REDUCTION, HYPERBAND_REDUCTION
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,7 @@ class SweepSettings:
     max_failures: int = 3
     scheduler: str = "asha"
     first_rung: int | None = None  # ASHA / Hyperband grace period in steps (None: budget / 20, / 9)
-    rung_reduction: int | None = None  # ASHA / Hyperband reduction factor (None: 5, 3)
+    rung_reduction: int | None = None  # ASHA / Hyperband reduction factor (None: rungs.ASHA_REDUCTION, ...)
     searcher: str = "tpe"
     collapse_stop: bool = True  # end a trial at its first collapsed / diverged / stalled verdict
     tracking_uri: str | None = None
@@ -186,7 +187,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                                   "reduction^2); later for GANs that start slowly")
     p.add_argument("--rung-reduction", type=int, help="the scheduler's reduction factor: a rung keeps the best "
                                                       "1/N of the trials it has seen and the next rung is N "
-                                                      "times later (asha: 5; hyperband: 3)")
+                                                      f"times later (asha: {ASHA_REDUCTION}; hyperband: "
+                                                      f"{HYPERBAND_REDUCTION})")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna's TPE (default) or random sampling "
                                                                        "(a baseline); not with --scheduler pbt")
     p.add_argument("--no-collapse-stop", dest="collapse_stop", action="store_false",
