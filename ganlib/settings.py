@@ -67,7 +67,7 @@ class SweepSettings:
     max_failures: int = 3
     scheduler: str = "asha"
     first_rung: int | None = None  # ASHA / Hyperband grace period in steps (None: budget / 20, / 9)
-    rung_reduction: int | None = None  # ASHA / Hyperband reduction factor (None: rungs.ASHA_REDUCTION, ...)
+    rung_reduction: int | None = None  # ASHA / Hyperband reduction factor (None: the defaults in rungs.py)
     searcher: str = "tpe"
     collapse_stop: bool = True  # end a trial at its first collapsed / diverged / stalled verdict
     tracking_uri: str | None = None
