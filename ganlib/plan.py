@@ -113,7 +113,7 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
         scheduler = PopulationBasedTraining(
             time_attr="step", perturbation_interval=interval, quantile_fraction=PBT_QUANTILE,
             custom_explore_fn=SpaceExplorer(space, settings.seed), synch=False)
-        concurrent = max(settings.max_concurrent or settings.num_trials, settings.num_trials)
+        concurrent = settings.max_concurrent or settings.num_trials  # >= the population (check_settings)
         return SweepPlan(scheduler, BasicVariantGenerator(points_to_evaluate=population, max_concurrent=concurrent),
                          "score", interval, tuple(range(interval, steps, interval)), None, 4, True,
                          f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "

@@ -91,6 +91,8 @@ class SweepSettings:
         for key, value in preset.items():
             if key != "width" and key not in explicit:
                 setattr(self, key, value)
+        if self.scheduler == "pbt" and "max_concurrent" not in explicit:
+            self.max_concurrent = None  # a preset's limit is for searches: PBT's whole population is live at once
         # A preset's cadence adapts to a budget given on the command line; explicit values are checked.
         if isinstance(self.steps, int) and self.steps >= 1:
             if "eval_every" not in explicit:
@@ -242,7 +244,7 @@ def check_settings(s: SweepSettings) -> None:
     _integer("max_failures", s.max_failures, 0, what=" (retries from the last checkpoint)")
     _integer("seed", s.seed, 0)
     _integer("confirm_top", s.confirm_top, 0)
-    _integer("confirm_seeds", s.confirm_seeds, 1)
+    _integer("confirm_seeds", s.confirm_seeds, 2, what=" (a mean's 95 % interval needs two seeds at least)")
     if not (isinstance(s.cpus_per_trial, (int, float)) and math.isfinite(s.cpus_per_trial) and s.cpus_per_trial > 0):
         raise SettingsError("cpus_per_trial", s.cpus_per_trial, "a number > 0")
     gpus = s.gpus_per_trial
@@ -281,9 +283,10 @@ def check_settings(s: SweepSettings) -> None:
         if s.num_trials < PBT_MIN_POPULATION:
             raise SettingsError("num_trials", s.num_trials, f"an integer >= {PBT_MIN_POPULATION} with --scheduler pbt "
                                 "(the population exploits its top quarter)")
-        if s.max_concurrent is not None and s.max_concurrent < PBT_MIN_POPULATION:
-            raise SettingsError("max_concurrent", s.max_concurrent, f"an integer >= {PBT_MIN_POPULATION} with "
-                                "--scheduler pbt (a smaller live population clones the same few trials)")
+        if s.max_concurrent is not None and s.max_concurrent < s.num_trials:
+            raise SettingsError("max_concurrent", s.max_concurrent, f"unset or an integer >= --num-trials "
+                                f"({s.num_trials}) with --scheduler pbt (the population trains side by side; a "
+                                "smaller live population clones the same few trials and starts the rest late)")
 
 
 # -- paths: trials run in their own working directories, so every path is made absolute --------------

@@ -64,11 +64,11 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
         if settings.name_given:
             parent = find_sweep_run(client, experiment_id, settings.name)
         else:
-            runs = client.search_runs([experiment_id], filter_string=(
-                f"tags.ganlib_role = 'sweep' and tags.sweep_base = '{settings.base_name}'"), max_results=1,
-                order_by=["attributes.start_time DESC"])
+            runs = client.search_runs([experiment_id], filter_string=(  # the latest one not finished
+                f"tags.ganlib_role = 'sweep' and tags.sweep_base = '{settings.base_name}' and "
+                "tags.sweep_state != 'finished'"), max_results=1, order_by=["attributes.start_time DESC"])
             parent = runs[0] if runs else None
-    which = f"named {settings.name!r}" if settings.name_given else f"of {settings.base_name!r}"
+    which = f"named {settings.name!r}" if settings.name_given else f"of {settings.base_name!r} left unfinished"
     if parent is None:
         raise PreflightError(f"--resume: there is no sweep {which} in MLflow experiment {settings.experiment!r} at "
                              f"{settings.tracking_uri}; run without --resume to start one")

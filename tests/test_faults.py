@@ -165,6 +165,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], str
         ("flag-max-failures", ["--max-failures", "-1"], {}, "--max-failures = -1"),
         ("flag-max-concurrent", ["--max-concurrent", "0"], {}, "--max-concurrent = 0"),
         ("flag-pbt-population", ["--scheduler", "pbt", "--num-trials", "3"], {}, "--scheduler pbt"),
+        ("flag-confirm-seeds", ["--confirm-seeds", "1"], {}, "a mean's 95 % interval needs two seeds"),
         ("flag-preset", ["--preset", "huge"], {}, "--preset"),
         ("flag-scheduler", ["--scheduler", "bohb"], {}, "--scheduler"),
         ("flag-storage", ["--storage-path", "/proc/nope"], {}, "--storage-path '/proc/nope' is not writable"),

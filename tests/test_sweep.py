@@ -66,6 +66,8 @@ def mlflow_runs(config):
     (dict(ray_address="http://127.0.0.1:8265"), "dashboard"),
     (dict(scheduler="pbt", num_trials=2), "--scheduler pbt"),
     (dict(scheduler="pbt", num_trials=4, max_concurrent=2), "a smaller live population"),
+    (dict(scheduler="pbt", num_trials=8, max_concurrent=4), "allowed unset or an integer >= --num-trials"),
+    (dict(confirm_top=2, confirm_seeds=1), "--confirm-seeds = 1 is invalid: allowed an integer >= 2"),
     (dict(max_failures=-1), "--max-failures = -1"),
     (dict(cohort=0), "--cohort = 0 is invalid: allowed an integer in [1, 64]"),
     (dict(cohort=65), "--cohort = 65 is invalid: allowed an integer in [1, 64]"),
@@ -137,6 +139,11 @@ def test_rungs_are_tunes_own_and_are_checkpoints(tmp_path):
     assert before.description.startswith("ASHA: reduction 2, rungs at steps 500, 1000")
     pbt = plan_sweep(settings(tmp_path, scheduler="pbt", num_trials=4, max_concurrent=4), space)
     assert pbt.metric == "score" and pbt.log_hparams and len(pbt.population) == 4
+    for preset in ("smoke", "default"):  # a preset's --max-concurrent 2 is a search's limit, not PBT's
+        population = settings(tmp_path, preset=preset, scheduler="pbt")
+        assert population.max_concurrent is None
+        pbt = plan_sweep(population, space)
+        assert pbt.search_alg.max_concurrent == population.num_trials == len(pbt.population)
 
 
 def test_pbt_explores_inside_the_space_with_its_own_seed():
@@ -310,6 +317,25 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
     # where it runs may change (here the CPUs a trial asks for): it resumes, and finishes
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, cpus_per_trial=0.5, resume=True))
     assert mlflow_runs(settings(tmp_path))[1][0].data.tags["sweep_state"] == "finished"
+
+
+def test_resume_without_a_name_continues_the_latest_unfinished_sweep_not_the_latest_one(tmp_path):
+    from ganlib.sweep import _resume_target
+    from ganlib.tracking import client_for, get_or_create_experiment, start_sweep_run
+
+    space = load_space("wgan_clip")
+    client = client_for(settings(tmp_path).tracking_uri)
+    experiment_id = get_or_create_experiment(client, settings(tmp_path).experiment)
+    for name, state in (("older-finished", "finished"), ("interrupted", "interrupted"), ("newest", "finished")):
+        run_id = start_sweep_run(client, experiment_id, settings(tmp_path, name=name), space, "plan")
+        client.set_tag(run_id, "sweep_state", state)
+    unnamed = settings(tmp_path, name=None, resume=True)
+    with pytest.raises(PreflightError, match="sweep 'interrupted' has no Tune state"):
+        _resume_target(unnamed, client, experiment_id)  # not 'newest', which finished
+    client.set_tag(client.search_runs([experiment_id], "tags.sweep_name = 'interrupted'")[0].info.run_id,
+                   "sweep_state", "finished")
+    with pytest.raises(PreflightError, match="there is no sweep of 'wgan_clip-ring8' left unfinished"):
+        _resume_target(settings(tmp_path, name=None, resume=True), client, experiment_id)
 
 
 def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, capsys):
