@@ -45,8 +45,10 @@ from .trainer import Throughput
 
 # report({member: metrics}, checkpoint_state_or_None)
 CohortReporter = Callable[[dict[int, dict[str, Any]], dict[str, Any] | None], None]
-# decide({member: metrics of this evaluation}) -> the members to stop now
-Decider = Callable[[dict[int, dict[str, Any]]], Iterable[int] | None]
+# decide({member: metrics of this evaluation}, members ending at it by their own verdict) -> the
+# members to stop now. The ending ones are shown too: a scheduler records them, as Tune's ASHA
+# records a trial its stopper ends (on_trial_complete).
+Decider = Callable[[dict[int, dict[str, Any]], set[int]], Iterable[int] | None]
 
 
 def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReporter,
@@ -109,7 +111,8 @@ def train_cohort(configs: list[GanConfig | dict[str, Any]], report: CohortReport
             if stop:
                 ending.add(k)
         ok = {k: m for k, m in results.items() if k not in ending}
-        ending |= {k for k in (decide(ok) or ()) if k in ok} if decide and ok else set()
+        scored = {k: m for k, m in results.items() if m["status"] != MEMBER_ERROR}  # an error is no score
+        ending |= {k for k in (decide(scored, set(ending)) or ()) if k in ok} if decide and scored else set()
         for k in sorted(ending):
             cohort.stop(k, evaluation.at.get(k))
             stopped_samples[k] = cohort.member_trainer(k).sample(min(cfg.eval_samples, SAMPLES_IN_CHECKPOINT))

@@ -5,7 +5,8 @@ members, and each member is its own Optuna trial, told its own result when it en
 member of a cohort samples every parameter; the others are asked with the cohort's shared
 parameters fixed (Optuna's ``enqueue_trial`` with a partial point: the sampler draws the rest),
 so a cohort's members differ only where members may differ (``cohort.SHARED``). The space's
-start points come first, a start point joining a cohort whose shared values it has.
+start points come first, a start point joining a cohort whose shared values it has; while start
+points of other shared values wait, cohorts are sized so that the budget reaches every one.
 
 ``MemberRungs`` puts members through Tune's own ASHA: each member is added to Ray's scheduler as
 a trial would be (drawing its bracket the same way) and its objective at a rung step gets the
@@ -44,7 +45,7 @@ class CohortSearch(Searcher):
         if self.asked >= self.total:
             return Searcher.FINISHED
         configs, numbers, shared = [], [], None
-        for _ in range(min(self.size, self.total - self.asked)):
+        for _ in range(self._cohort_size()):
             start = self._next_start(shared)
             if start is not None:
                 self._ot_study.enqueue_trial(start, skip_if_exists=False)
@@ -59,6 +60,14 @@ class CohortSearch(Searcher):
         self.asked += len(numbers)
         self.members[trial_id] = numbers
         return {MEMBERS_KEY: configs, NUMBERS_KEY: numbers}
+
+    def _cohort_size(self) -> int:
+        """Members of the next cohort: up to ``size``, and while start points with other shared
+        values wait, the budget left split evenly over their cohorts, so that every start point
+        gets a cohort of its own (a full first cohort would leave the budget short of them)."""
+        left = self.total - self.asked
+        groups = len({tuple(point.get(k) for k in self.shared) for point in self.starts})
+        return min(self.size, left) if groups == 0 else min(self.size, max(1, math.ceil(left / groups)))
 
     def _next_start(self, shared: dict[str, Any] | None) -> dict[str, Any] | None:
         """The first start point left that fits a cohort of these shared values (any, for a new cohort)."""
@@ -124,14 +133,21 @@ class MemberRungs:
         self.scheduler = scheduler
         self.decided: dict[str, bool] = {}  # "member@step" -> stopped
 
-    def stop(self, member: str, step: int, objective: float) -> bool:
+    def stop(self, member: str, step: int, objective: float, ending: bool = False) -> bool:
+        """``ending``: the member ends at this step by its own verdict (collapsed, diverged,
+        stalled). It is recorded at the rung without a decision, as Tune's ASHA records a trial its
+        stopper ends (``on_trial_complete``), so later cutoffs are those of a sweep of trials."""
         key = f"{member}@{step}"
         if key not in self.decided:
             trial = _Member(member)
             if member not in self.scheduler._trial_info:  # noqa: SLF001 - ASHA's member -> bracket map
                 self.scheduler.on_trial_add(None, trial)
-            action = self.scheduler.on_trial_result(None, trial, {"step": step, "objective": objective})
-            self.decided[key] = action == TrialScheduler.STOP
+            result = {"step": step, "objective": objective}
+            if ending:
+                self.scheduler.on_trial_complete(None, trial, result)
+                self.decided[key] = False
+            else:
+                self.decided[key] = self.scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
         return self.decided[key]
 
     def records(self) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class SweepPlan:
     # Reuse trial actors (no new process, imports and dataset per trial). Not under PBT: in Ray
     # 2.60 an exploited trial restarted in a reused actor reported another trial's results.
     reuse_actors: bool = True
-    num_samples: int | None = None  # Tune trials (None: one per configuration); cohorts: ceil(trials / K)
+    num_samples: int | None = None  # Tune trials (None: one per configuration); cohorts: a bound
     member_rungs: str | None = None  # cohorts under ASHA: the name of the actor holding the members' rungs
 
     @property
@@ -164,11 +164,12 @@ def _cohort_plan(settings: SweepSettings, space: SearchSpace, scheduler, rungs: 
         scheduler.set_search_properties("objective", "min")
         rungs_actor = f"ganlib-member-rungs/{settings.name}"
         callbacks.append(MemberRungsHost(scheduler, rungs_actor))
-    cohorts = math.ceil(settings.num_trials / settings.cohort)
+    # num_samples is a bound: the searcher ends the search (FINISHED) once every member is asked,
+    # after ceil(trials / K) Tune trials, or more where start points need cohorts of their own.
     return SweepPlan(None, search, "objective", regular, tuple(rungs), settings.max_concurrent, 2, False,
-                     f"{text} (per cohort member); cohorts of {settings.cohort}: {cohorts} trials of stacked "
-                     f"networks; Optuna {'random sampling' if settings.searcher == 'random' else 'TPE'} per member",
-                     callbacks=callbacks, num_samples=cohorts, member_rungs=rungs_actor)
+                     f"{text} (per cohort member); cohorts of up to {settings.cohort} stacked networks; Optuna "
+                     f"{'random sampling' if settings.searcher == 'random' else 'TPE'} per member",
+                     callbacks=callbacks, num_samples=settings.num_trials, member_rungs=rungs_actor)
 
 
 def _optuna_search_class():

@@ -128,11 +128,12 @@ def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> N
     rungs = ray.get_actor(config[RUNGS_KEY]) if config.get(RUNGS_KEY) else None
     rung_steps = set(base.get("checkpoint_steps") or ()) if rungs is not None else set()
 
-    def decide(results: dict[int, dict[str, Any]]) -> list[int]:
+    def decide(results: dict[int, dict[str, Any]], ending: set[int]) -> list[int]:
         step = next(iter(results.values()))["step"]
         if step not in rung_steps:
             return []
-        asks = {k: rungs.stop.remote(member_id(trial_id, k), step, m["objective"]) for k, m in results.items()}
+        asks = {k: rungs.stop.remote(member_id(trial_id, k), step, m["objective"], k in ending)
+                for k, m in results.items()}
         return [k for k, ref in asks.items() if ray.get(ref)]
 
     def report(latest: dict[int, dict[str, Any]], state: dict[str, Any] | None) -> None:

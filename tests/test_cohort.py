@@ -272,7 +272,7 @@ def test_a_member_whose_evaluation_raises_ends_with_error_alone(monkeypatch, ove
 
 def test_a_member_the_reporter_stops_leaves_the_stack():
     configs = [dict(c, **RUN) for c in _members("least_squares", "gp", "sgd")]
-    history, checkpoints, cohort, last = _cohort_history(configs, decide=lambda results: {1} & set(results))
+    history, checkpoints, cohort, last = _cohort_history(configs, decide=lambda results, ending: {1} & set(results))
     assert [m["step"] for m in history[1]] == [20] and [m["step"] for m in history[0]] == [20, 40, 60]
     assert last[1]["ended"] and last[1]["step"] == 20 and last[1]["status"] == "ok"  # stopped early, healthy
     assert checkpoints[20]["cohort"]["active"] == [0]  # stopped before the checkpoint was taken
@@ -285,7 +285,7 @@ def test_a_cohort_resumes_every_member_from_its_checkpoint(tmp_path):
     (through torch.save / weights_only load, as Tune stores it): both members end as uninterrupted."""
     configs = [dict(c, **RUN) for c in _members("non_saturating", "clip", "rmsprop")] + \
         [dict(_members("non_saturating", "clip", "rmsprop")[0], **RUN, lr_d=2e-3)]
-    stop_1 = lambda results: {1} & set(results)  # noqa: E731
+    stop_1 = lambda results, ending: {1} & set(results)  # noqa: E731
     whole, checkpoints, _, _ = _cohort_history(configs, decide=stop_1)
     torch.save(checkpoints[40], tmp_path / "cohort.pt")
     state = torch.load(tmp_path / "cohort.pt", weights_only=True)
@@ -306,7 +306,7 @@ def test_a_cohort_checkpoint_of_other_members_is_refused():
 
 def test_a_member_of_a_cohort_checkpoint_reads_as_its_solo_checkpoint():
     configs = [dict(c, **RUN) for c in _members("wasserstein", "clip", "rmsprop")]
-    _, checkpoints, _, _ = _cohort_history(configs, decide=lambda results: {0} & set(results))
+    _, checkpoints, _, _ = _cohort_history(configs, decide=lambda results, ending: {0} & set(results))
     solo_state = {}
     train(configs[1], lambda metrics, state: solo_state.update(state or {}))
     member = member_checkpoint(checkpoints[60], 1)
@@ -331,7 +331,7 @@ def test_eval_overlap_reports_stops_and_saves_each_member_as_a_cohort_without_it
                      for c in _members("wasserstein", "clip", "rmsprop"))
     wild.update(lr_d=50.0, lr_g=50.0, clip=1e6)
     cut = dict(healthy, lr_d=2e-3)  # the reporter stops it at step 8
-    stop_cut = lambda results: {2} & set(results) if results[next(iter(results))]["step"] == 8 else set()  # noqa: E731
+    stop_cut = lambda results, ending: {2} & set(results) if results[next(iter(results))]["step"] == 8 else set()  # noqa: E731
     trained = [0]  # the cohort's step, as it trains
 
     class Recording(CohortTrainer):

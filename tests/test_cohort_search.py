@@ -54,6 +54,23 @@ start:
     assert {m["n_critic"] for m in second} == {1}
 
 
+@pytest.mark.parametrize("size, total, sizes", [(4, 8, [2, 2, 2, 2]), (4, 4, [1, 1, 1, 1]), (8, 16, [4, 4, 4, 4]),
+                                                 (4, 20, [4, 4, 4, 4, 4])])
+def test_every_start_point_gets_a_cohort_when_their_shared_values_differ(size, total, sizes):
+    # compare_losses' four start points differ in loss (shared): a first cohort filled to K with
+    # sampled members of the first start's loss would leave the budget short of the other three
+    search = _search(size=size, total=total, space="compare_losses")
+    starts = search.space.start_points()
+    cohorts = []
+    while (cohort := search.suggest(f"t{len(cohorts)}")) != search.FINISHED:
+        cohorts.append(cohort[MEMBERS_KEY])
+    assert [len(c) for c in cohorts] == sizes
+    ran = [m for c in cohorts for m in c]
+    for start in starts:
+        assert any(all(m.get(k) == v for k, v in start.items()) for m in ran), start
+    assert all(len({m["loss"] for m in c}) == 1 for c in cohorts)
+
+
 def test_each_member_is_told_its_own_result_and_the_record_survives_a_restore(tmp_path):
     search = _search(size=3, total=6)
     a, b = search.suggest("a"), search.suggest("b")
@@ -106,6 +123,31 @@ def test_members_are_stopped_by_tunes_own_asha_rule():
     assert rungs.stop("m3", 500, 0.5) is False and rungs.stop("m1", 500, 0.9) is True  # the next rung
     assert rungs.stop("m3", 100, 9.0) is False  # a rung is decided once per member
     assert rungs.stop("m2", 100, 0.1) is True  # and met again (after a restart), the same decision
+
+
+def test_a_member_ending_by_its_own_verdict_at_a_rung_is_recorded_as_tune_records_a_stopped_trial():
+    # Tune, for a trial its stopper ends (a collapse at the rung's step): no scheduler decision,
+    # then stop_trial -> scheduler.on_trial_complete(last result), which records it at the rung
+    from ray.tune.experiment import Trial
+
+    reference, members = _asha(), MemberRungs(_asha())
+    sequence = [(0.5, True), (2.0, False), (3.0, False), (0.7, True), (2.5, False), (1.0, False)]
+    expected, got = [], []
+    for i, (objective, collapsed) in enumerate(sequence):
+        trial = Trial("__fake", trial_id=f"t{i}", stub=True)
+        reference.on_trial_add(None, trial)
+        result = {"step": 100, "objective": objective}
+        if collapsed:
+            reference.on_trial_complete(None, trial, result)
+            expected.append(False)
+        else:
+            expected.append(reference.on_trial_result(None, trial, result) == "STOP")
+        got.append(members.stop(f"t{i}", 100, objective, ending=collapsed))
+    assert got == expected and True in got  # a cutoff that the collapsed trials' records decided
+    assert dict(members.scheduler._brackets[0]._rungs[-1][1]) == dict(reference._brackets[0]._rungs[-1][1])
+    unrecorded = MemberRungs(_asha())  # what the members met before: the collapsed ones never recorded
+    assert [unrecorded.stop(f"t{i}", 100, v) for i, (v, c) in enumerate(sequence) if not c] != \
+        [g for g, (_, c) in zip(got, sequence, strict=True) if not c]
 
 
 def test_member_rungs_survive_a_restore_into_a_new_scheduler():
