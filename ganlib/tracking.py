@@ -395,6 +395,8 @@ class SweepLogger(Callback):
         last = members_of(trial.last_result)
         error = f": {_error_text(trial)}" if errored else ""
         configs = self._member_configs(trial)
+        if trial.checkpoint is not None and not interrupted:  # before the live members' runs end, as a trial's
+            self.queue.put(self._member_artifacts, configs, trial.checkpoint)
         for k, (mid, config) in enumerate(configs):
             if mid in self.verdicts:
                 continue  # ended before (or interrupted in an earlier session and not restarted since)
@@ -402,16 +404,21 @@ class SweepLogger(Callback):
             self.verdicts[mid] = (status, reason + error if errored else reason)
             end = "FAILED" if errored else "KILLED" if interrupted else "FINISHED"
             self.queue.put(self._end_run, mid, config, *self.verdicts[mid], None, end)
-        if trial.checkpoint is not None and not interrupted:
-            self.queue.put(self._member_artifacts, configs, trial.checkpoint)
 
-    def _member_artifacts(self, client, configs: list[tuple[str, dict[str, Any]]], checkpoint) -> None:
+    def _member_artifacts(self, client, configs: list[tuple[str, dict[str, Any]]], checkpoint,
+                          missing_only: bool = False) -> None:
+        """Every member's artifacts from its cohort's last checkpoint (``missing_only``: to the
+        runs without them, those a killed driver ended before it got to them)."""
         from .cohort import member_checkpoint
         from .tune import COHORT_KEYS, load_tune_checkpoint
 
         # the members' runs are looked up, not _ensure_run'd: that would mark them running again
         run_ids = [self.runs.get(mid) or find_trial_run(client, self.experiment_id, self.parent_run_id, mid)
                    for mid, _ in configs]
+        if missing_only:
+            run_ids = [r if r and not client.list_artifacts(r, "checkpoint") else None for r in run_ids]
+            if not any(run_ids):
+                return
         try:
             state = load_tune_checkpoint(checkpoint, COHORT_KEYS)
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint must not end the sweep
@@ -512,6 +519,8 @@ class SweepLogger(Callback):
                 verdict = self.verdicts.get(mid) or trial_status(last.get(k), self.steps, errored)
                 self.verdicts[mid] = verdict
                 self.queue.put(self._close_if_open, mid, config, *verdict, None, "FAILED" if errored else "FINISHED")
+            if trial.checkpoint is not None:  # that driver may have been killed before the artifacts
+                self.queue.put(self._member_artifacts, self._member_configs(trial), trial.checkpoint, True)
             return
         self._finish_cohort(trial, False, interrupted=True)
 

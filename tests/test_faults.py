@@ -437,6 +437,58 @@ def test_a_cohort_restarted_in_a_new_driver_leaves_its_stopped_members_runs_as_t
         assert [m.step for m in client.get_metric_history(runs[k].info.run_id, "objective")] == steps
 
 
+def test_a_cohort_whose_driver_was_killed_before_its_artifacts_gets_them_in_the_resumed_sweep(tmp_path):
+    """The driver ended a cohort's member runs (from its results) and was killed before the
+    tracking thread logged their artifacts: the resumed sweep, meeting the cohort ended in that
+    session, logs the artifacts from the cohort's last checkpoint to each member's run."""
+    import torch
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.cohort_run import train_cohort
+    from ganlib.tracking import SweepLogger
+    from ganlib.tune import CHECKPOINT_FILE
+
+    client, uri, experiment_id, parent, trial = _cohort_of_two(tmp_path)
+    members = [dict(m, model="mlp", width=16, steps=20, eval_every=10, score_every=10, eval_samples=128, device="cpu")
+               for m in trial.config[MEMBERS_KEY]]
+    results, states = [], []
+    train_cohort(members, lambda latest, state: (results.append(latest), states.append(state)))
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    torch.save(states[-1], folder / CHECKPOINT_FILE)
+    first = SweepLogger(uri, experiment_id, parent, steps=20, searched=("clip",), tags={}, log_hparams=False)
+    first.setup()
+    first.on_trial_start(0, [], trial)
+    for latest in results:  # the last result ends both members, and with them their runs
+        result = {"step": max(m["step"] for m in latest.values()), "members": {str(k): m for k, m in latest.items()}}
+        trial.update_last_result(result)
+        first.on_trial_result(0, [], trial, result)
+    assert first.close() == []  # killed here: on_trial_complete (and the artifacts) never came
+    runs = [first.runs[member_id(trial.trial_id, k)] for k in (0, 1)]
+    assert [client.get_run(r).info.status for r in runs] == ["FINISHED"] * 2
+    assert all(not client.list_artifacts(r) for r in runs)
+
+    trial.run_metadata.checkpoint_manager.register_checkpoint(
+        _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(folder)), metrics={}))
+    trial.set_status(Trial.TERMINATED)
+    resumed = SweepLogger(uri, experiment_id, parent, steps=20, searched=("clip",), tags={}, log_hparams=False)
+    resumed.set_state(first.get_state())
+    resumed.setup()
+    resumed.on_experiment_end([trial])  # Tune restored the cohort as ended: no hook but this one
+    assert resumed.close() == []
+    for r in runs:
+        assert {a.path for a in client.list_artifacts(r, "checkpoint")} >= {"checkpoint/generator_last.pt"}
+        assert client.get_run(r).info.status == "FINISHED"
+    again = SweepLogger(uri, experiment_id, parent, steps=20, searched=("clip",), tags={}, log_hparams=False)
+    again.setup()
+    logged = [len(client.list_artifacts(r, "checkpoint")) for r in runs]
+    again.on_experiment_end([trial])  # a second resume: nothing logged twice
+    assert again.close() == [] and [len(client.list_artifacts(r, "checkpoint")) for r in runs] == logged
+
+
 def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_stay_as_they_ended(tmp_path):
     """After Ctrl-C Tune stops trials without telling callbacks: at the experiment's end the live
     members of a cohort are interrupted (KILLED), a member that had stopped keeps its verdict."""
