@@ -471,6 +471,8 @@ class SweepLogger(Callback):
             log_params(client, run_id, resolved_params(public))
             self.last_step[trial_id] = 0
         else:  # a restarted trial, or a resumed sweep: continue the run, never log a step twice
+            if not client.get_run(run_id).data.params:  # created, then an outage or a kill before its params
+                log_params(client, run_id, resolved_params(_public(config)))
             history = client.get_metric_history(run_id, "step")
             self.last_step[trial_id] = int(max((m.step for m in history), default=0))
             client.set_tag(run_id, "status", "running")

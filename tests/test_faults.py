@@ -489,6 +489,31 @@ def test_a_cohort_whose_driver_was_killed_before_its_artifacts_gets_them_in_the_
     assert again.close() == [] and [len(client.list_artifacts(r, "checkpoint")) for r in runs] == logged
 
 
+def test_a_run_created_before_an_outage_cut_off_its_params_gets_them_on_the_retry(tmp_path):
+    """The tracking thread retries a call an outage failed, whole: a run created before the
+    outage hit its params is found by the retry, which must log the params it never got."""
+    from ray.tune.experiment import Trial
+
+    from ganlib.tracking import SweepLogger
+
+    client, uri, experiment_id, parent, _ = _cohort_of_two(tmp_path)
+    trial = Trial("train_gan_trial", stub=True, config={"loss": "wgan", "clip": 0.02, "steps": 300})
+    logger = SweepLogger(uri, experiment_id, parent, steps=300, searched=("clip",), tags={}, log_hparams=False)
+
+    class Outage:  # the server goes away after create_run, before log_batch
+        def __getattr__(self, name):
+            if name == "log_batch":
+                raise ConnectionError("tracking server unreachable")
+            return getattr(client, name)
+
+    with pytest.raises(ConnectionError):
+        logger._log_result(Outage(), trial.trial_id, dict(trial.config), {"w1": 0.5}, 100)
+    logger._log_result(client, trial.trial_id, dict(trial.config), {"w1": 0.5}, 100)  # the retry
+    [run] = [r for r in client.search_runs([experiment_id]) if r.info.run_id != parent]
+    assert run.data.params["clip"] == "0.02" and run.data.params["loss"] == "wasserstein"  # resolved
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "w1")] == [100]
+
+
 def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_stay_as_they_ended(tmp_path):
     """After Ctrl-C Tune stops trials without telling callbacks: at the experiment's end the live
     members of a cohort are interrupted (KILLED), a member that had stopped keeps its verdict."""
