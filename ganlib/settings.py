@@ -255,6 +255,11 @@ def check_settings(s: SweepSettings) -> None:
     if s.device.startswith("cuda") and gpus == 0:
         raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
                             "when Ray gave it a GPU (set --gpus-per-trial)")
+    if s.device.startswith("cuda:") and int(s.device[5:]) >= max(1, int(gpus)):
+        visible = max(1, int(gpus))
+        which = "'cuda' or 'cuda:0'" if visible == 1 else f"'cuda' or cuda:0 to cuda:{visible - 1}"
+        raise SettingsError("device", s.device, f"{which} with --gpus-per-trial {gpus}: a trial sees only the "
+                            "GPUs Ray gave it, numbered from 0")
     if s.eval_overlap not in EVAL_OVERLAP:
         raise SettingsError("eval_overlap", s.eval_overlap, "one of " + ", ".join(EVAL_OVERLAP))
     if s.searcher not in SEARCHERS:

@@ -59,6 +59,8 @@ def mlflow_runs(config):
     (dict(rung_reduction=1), "--rung-reduction = 1 is invalid: allowed an integer in [2, 10]"),
     (dict(rung_reduction=2, scheduler="pbt", num_trials=4, max_concurrent=4), "unset with --scheduler pbt"),
     (dict(device="cuda"), "a trial uses CUDA only when Ray gave it a GPU"),
+    (dict(device="cuda:1", gpus_per_trial=0.5), "'cuda:0' with --gpus-per-trial 0.5: a trial sees only"),
+    (dict(device="cuda:2", gpus_per_trial=2), "cuda:0 to cuda:1 with --gpus-per-trial 2"),
     (dict(tracking_uri="http://127.0.0.1:9/"), "not reachable"),
     (dict(storage_path="/dev/null/ray"), "not writable"),
     (dict(storage_path="/proc/nope"), "not writable"),
