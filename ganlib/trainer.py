@@ -188,13 +188,15 @@ class Trainer:
         """n generated samples from fixed noise (the evaluation noise unless ``seed`` says
         otherwise), on the CPU. Uses its own random generator: sampling never shifts the training
         stream. ``generator``: a copy of this trainer's generator to sample instead (the evaluation
-        thread's)."""
-        eval_rng = torch.Generator(self.device).manual_seed(seed)
+        thread's). The noise is drawn on the CPU: CUDA's generator draws other numbers from the
+        same seed, and a checkpoint is scored on the same samples on any device."""
+        eval_rng = torch.Generator().manual_seed(seed)
         network = self.generator if generator is None else generator
         was_training = network.training
         network.eval()
         try:
-            out = [network(self._noise(min(chunk, n - i), eval_rng)).cpu() for i in range(0, n, chunk)]
+            out = [network(torch.randn(min(chunk, n - i), self.cfg.z_dim, generator=eval_rng).to(self.device)).cpu()
+                   for i in range(0, n, chunk)]
         finally:
             network.train(was_training)
         return torch.cat(out)

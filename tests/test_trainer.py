@@ -202,3 +202,28 @@ def test_model_defaults_are_resolved_and_recorded(tiny):
     assert (cfg.model, cfg.d_norm, cfg.g_norm) == ("dcgan", "layer", "batch")
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trainer.critic.modules())
     assert GanConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_evaluation_noise_is_drawn_on_the_cpu_whatever_the_trainers_device(tiny, monkeypatch):
+    """CUDA's generator draws other numbers than the CPU's from one seed: the evaluation noise is
+    drawn on the CPU and moved, so a checkpoint is scored on the same samples on any device. Here
+    the trainer's device is 'meta' (no CUDA on CI): a generator made for it would be caught."""
+    from ganlib.trainer import EVAL_NOISE_SEED
+
+    trainer = Trainer(dict(tiny))
+    made, real_generator = [], torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device="cpu": made.append(torch.device(device)) or
+                        real_generator(device))
+
+    class Shape(torch.nn.Module):  # what a generator on the device returns, read back on the CPU
+        def forward(self, z):
+            seen.append(z.device)
+            return torch.zeros(z.shape[0], 2)
+
+    seen = []
+    trainer.device = torch.device("meta")
+    assert trainer.sample(10, chunk=4, generator=Shape()).shape == (10, 2)
+    assert made == [torch.device("cpu")] and seen == [torch.device("meta")] * 3
+    trainer.device = torch.device("cpu")  # and on the CPU the noise is that CPU generator's draws
+    noise = torch.randn(10, trainer.cfg.z_dim, generator=real_generator().manual_seed(EVAL_NOISE_SEED))
+    torch.testing.assert_close(trainer.sample(10), trainer.generator.eval()(noise))
