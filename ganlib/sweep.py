@@ -128,6 +128,9 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
         experiment_id = get_or_create_experiment(client, settings.experiment)
         if not settings.resume:
             parent_run_id = start_sweep_run(client, experiment_id, settings, prepared.space, plan.description)
+        else:  # a resumed sweep runs again, in the runs table too (it was KILLED or FAILED)
+            client.update_run(parent_run_id, status="RUNNING")
+            client.set_tag(parent_run_id, "status", "running")
         client.set_tag(parent_run_id, "sweep_state", "running")
         client.set_tag(parent_run_id, "driver", identity())  # a --resume elsewhere checks that this one has stopped
         try:

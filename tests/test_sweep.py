@@ -297,7 +297,7 @@ def test_a_sweep_whose_trials_all_error_fails_and_says_so(local_ray, tmp_path, m
     assert {c.data.tags["status"] for c in children} == {"error"}
 
 
-def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
+def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path, monkeypatch):
     with pytest.raises(PreflightError, match="there is no sweep to resume"):
         run_sweep(settings(tmp_path, resume=True))  # no store at all
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10))
@@ -316,8 +316,17 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path):
         run_sweep(settings(tmp_path, resume=True, seed=3))
     with pytest.raises(PreflightError, match=r"--rung-reduction unset \(given: 3\)"):
         run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, rung_reduction=3, resume=True))
-    # where it runs may change (here the CPUs a trial asks for): it resumes, and finishes
+    # where it runs may change (here the CPUs a trial asks for): it resumes, shown running again
+    # in the runs table while it does (not KILLED, as the interrupted sweep left it), and finishes
+    import ganlib.sweep
+
+    client.set_terminated(parent.info.run_id, "KILLED")
+    seen, run_tune = [], ganlib.sweep._run_tune
+    monkeypatch.setattr(ganlib.sweep, "_run_tune", lambda *a, **kw: seen.append(client.get_run(
+        parent.info.run_id)) or run_tune(*a, **kw))
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, cpus_per_trial=0.5, resume=True))
+    assert [(r.info.status, r.data.tags["status"]) for r in seen] == [("RUNNING", "running")]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert mlflow_runs(settings(tmp_path))[1][0].data.tags["sweep_state"] == "finished"
 
 
