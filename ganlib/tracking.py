@@ -269,6 +269,7 @@ class SweepLogger(Callback):
         self.started: set[str] = set()  # trials that ran in this driver session
         self.ended: set[str] = set()  # trials that completed or errored in this driver session
         self.cohort_tags: dict[str, dict[str, str]] = {}  # member id -> its cohort's tags (cohort trials)
+        self.restored = False  # Tune restored this logger's state: a resumed sweep (backfilled at its end)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "steps", "searched", "tags", "log_hparams",
@@ -306,6 +307,7 @@ class SweepLogger(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.verdicts.update({k: tuple(v) for k, v in state.get("verdicts", {}).items()})
+        self.restored = True
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.add(trial.trial_id)
@@ -362,6 +364,45 @@ class SweepLogger(Callback):
             status, reason = trial_status(trial.last_result, self.steps, False, finished=False)
             self.verdicts[trial.trial_id] = (status, reason)
             self.queue.put(self._end_run, trial.trial_id, dict(trial.config), status, reason, None, "KILLED")
+        if self.restored:  # what a killed driver's tracking thread never delivered is in Tune's results
+            for trial in trials:
+                self.queue.put(self._backfill, trial)
+
+    def _backfill(self, client, trial) -> None:
+        """The results in Tune's ``result.json`` of ``trial`` at steps its run (each member's run,
+        for a cohort) lacks: a driver killed with results still queued for MLflow lost them, and
+        the trial, continued from its last checkpoint, does not report them again."""
+        import pyarrow as pa
+
+        try:
+            with trial.storage.storage_filesystem.open_input_stream(f"{trial.path}/result.json") as stream:
+                lines = stream.readall().decode().splitlines()
+        except (OSError, AttributeError, pa.ArrowException):
+            return  # no results saved (the trial never reported)
+        results = []
+        for line in lines:
+            try:
+                results.append(json.loads(line))
+            except ValueError:
+                continue  # the last line, cut short by the kill
+        primary = self.tags.get("primary_metric")
+        members = self._member_configs(trial) if MEMBERS_KEY in trial.config else [(trial.trial_id, None)]
+        for k, (run_key, _) in enumerate(members):
+            run_id = self.runs.get(run_key) or find_trial_run(client, self.experiment_id, self.parent_run_id, run_key)
+            if run_id is None:
+                continue
+            logged = {int(m.step) for m in client.get_metric_history(run_id, "step")}
+            for result in results:
+                own = result if MEMBERS_KEY not in trial.config else (result.get("members") or {}).get(str(k))
+                if not own or "step" not in own or int(own["step"]) in logged:
+                    continue  # a member's last metrics repeat once it ended; a step trained again repeats
+                step = int(own["step"])
+                metrics = numeric_metrics(own, first=primary)
+                if self.log_hparams and isinstance(result.get("config"), dict):
+                    metrics.update({f"hp_{n}": v for n, v in numeric_metrics(_public(result["config"])).items()
+                                    if n in self.searched})
+                log_metrics(client, run_id, metrics, step)
+                logged.add(step)
 
     # -- cohort trials: one run per member, ended when the member ends ----------------------------
     def _member_configs(self, trial) -> list[tuple[str, dict[str, Any]]]:

@@ -514,6 +514,68 @@ def test_a_run_created_before_an_outage_cut_off_its_params_gets_them_on_the_retr
     assert [m.step for m in client.get_metric_history(run.info.run_id, "w1")] == [100]
 
 
+def test_results_a_killed_driver_never_delivered_are_logged_from_tunes_results_by_the_resumed_sweep(tmp_path):
+    """The driver logged steps 10 and 20 and was killed with 30 and 40 still queued for MLflow
+    (Tune's result.json has them; the trial, continued from a checkpoint, does not report them
+    again). The resumed sweep's logger logs what each run lacks, once, for a trial and for the
+    members of a cohort; a line the kill cut short is skipped."""
+    import json
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from ganlib.cohort import MEMBERS_KEY, member_id
+    from ganlib.tracking import SweepLogger
+
+    client, uri, experiment_id, parent, _ = _cohort_of_two(tmp_path)
+
+    def trial_with_results(name, config, results):
+        storage = StorageContext(storage_path=str(tmp_path / "ray"), experiment_dir_name="sweep", trial_dir_name=name)
+        trial = Trial("train", stub=True, config=config, trial_id=name, storage=storage)
+        (tmp_path / "ray" / "sweep" / name).mkdir(parents=True)
+        lines = [json.dumps(r) for r in results] + ['{"step": 50, "w1": 0.']  # the kill's cut
+        (tmp_path / "ray" / "sweep" / name / "result.json").write_text("\n".join(lines))
+        trial.set_status(Trial.RUNNING)
+        return trial
+
+    solo = trial_with_results("solo", {"loss": "wgan", "clip": 0.01},
+                              [{"step": s, "w1": 1.0 / s, "status": "ok"} for s in (10, 20, 30, 40)])
+
+    def member(s, k):
+        return {"step": min(s, 20) if k else s, "w1": 2.0 / s, "status": "ok", "ended": bool(k) and s >= 20}
+    members = [{"loss": "wgan", "clip": 0.01}, {"loss": "wgan", "clip": 0.1}]
+    cohort = trial_with_results("cohort", {MEMBERS_KEY: members}, [
+        {"step": s, "members": {str(k): member(s, k) for k in (0, 1)}} for s in (10, 20, 30, 40)])
+    first = SweepLogger(uri, experiment_id, parent, steps=40, searched=("clip",), tags={}, log_hparams=False)
+    first.setup()
+    for trial, results in ((solo, [{"step": 10, "w1": 0.1}, {"step": 20, "w1": 0.05}]),
+                           (cohort, [{"step": s, "members": {str(k): member(s, k) for k in (0, 1)}} for s in (10,)])):
+        first.on_trial_start(0, [], trial)
+        for result in results:
+            first.on_trial_result(0, [], trial, result)
+    assert first.close() == []  # killed: the rest never reached MLflow
+    saved = first.get_state()
+
+    for trial in (solo, cohort):
+        trial.set_status(Trial.TERMINATED)  # they finished while the tracking thread lagged
+    resumed = SweepLogger(uri, experiment_id, parent, steps=40, searched=("clip",), tags={}, log_hparams=False)
+    resumed.set_state(saved)
+    resumed.setup()
+    resumed.on_experiment_end([solo, cohort])
+    assert resumed.close() == []
+    history = {name: [(m.step, m.value) for m in client.get_metric_history(first.runs[name], "w1")]
+               for name in ("solo", member_id("cohort", 0), member_id("cohort", 1))}
+    assert history["solo"] == [(10, 0.1), (20, 0.05), (30, 1 / 30), (40, 1 / 40)]  # logged ones kept as logged
+    assert history[member_id("cohort", 0)] == [(s, 2.0 / s) for s in (10, 20, 30, 40)]
+    assert history[member_id("cohort", 1)] == [(10, 0.2), (20, 0.1)]  # ended at 20: repeats not logged
+    again = SweepLogger(uri, experiment_id, parent, steps=40, searched=("clip",), tags={}, log_hparams=False)
+    again.set_state(saved)
+    again.setup()
+    again.on_experiment_end([solo, cohort])  # another resume: nothing twice
+    assert again.close() == []
+    assert len(client.get_metric_history(first.runs["solo"], "w1")) == 4
+
+
 def test_ctrl_c_marks_a_cohorts_live_members_interrupted_and_its_stopped_ones_stay_as_they_ended(tmp_path):
     """After Ctrl-C Tune stops trials without telling callbacks: at the experiment's end the live
     members of a cohort are interrupted (KILLED), a member that had stopped keeps its verdict."""
@@ -615,6 +677,13 @@ def test_a_sweep_killed_three_times_resumes_to_the_uninterrupted_report(tmp_path
     assert resumed["parent"] == first_parent and resumed["state"] == "finished"
     assert {k: resumed[k] for k in ("statuses", "best", "children")} == \
         {k: expected[k] for k in ("statuses", "best", "children")}
+    # every result Tune saved is in MLflow, those the killed drivers never delivered included
+    client, _, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "cut")
+    for child in children:
+        [results] = (tmp_path / "ray" / "cut").glob(f"*{child.data.tags['ray_trial_id']}*/result.json")
+        saved = {json.loads(line)["step"] for line in results.read_text().splitlines() if line.endswith("}")}
+        logged = {m.step for m in client.get_metric_history(child.info.run_id, "objective")}
+        assert saved <= logged, (child.info.run_name, sorted(saved - logged))
     again = subprocess.run(sweep_argv(tmp_path, "cut", *flags, "--resume"), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "finished: nothing to resume" in again.stderr
 
