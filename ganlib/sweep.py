@@ -153,12 +153,13 @@ def _tune_run(settings, name: str, run, param_space: dict, logger, plan=None, se
     from ray import tune
 
     from .plan import CollapseStopper, trial_dirname
-    from .tune_state import discard_staged_state, restoring, set_aside_unreadable_state
+    from .tune_state import discard_staged_state, restoring, set_aside_unreadable_state, start_afresh_without_state
 
     path = f"{settings.storage_path.rstrip('/')}/{name}"
     if settings.resume:
-        set_aside_unreadable_state(path)  # a killed driver can leave truncated state files
+        set_aside_unreadable_state(path)  # a killed driver can leave truncated state files, or none
         discard_staged_state(name)  # so Tune reads only what is left in the storage path
+        start_afresh_without_state(path)  # nothing whole to restore: the stage runs again
         if tune.Tuner.can_restore(path):
             with restoring(logger.key, logger.tune_run):  # a failed restore raises instead of starting the run afresh
                 return tune.Tuner.restore(path, run, resume_unfinished=True, resume_errored=False,

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # ("experiment_state-2026-12-06_04-52-18.json"); a restore takes each kind's newest by name.
 TUNE_STATE_FILES = ("experiment_state-*.json", "callback-states-*.pkl", "searcher-state-*.pkl",
                     "search_gen_state-*.json", "basic-variant-state-*.json")
+# Every session saves its search algorithm's state: the basic variant generator's, or a searcher's
+# with its generator's. A session without it restores without an error, and runs its trials again.
+_BASIC_VARIANTS, _SEARCHER = ("basic-variant-state-*.json",), ("search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 def _state_file(name: str) -> tuple[str, str] | None:
@@ -45,7 +48,8 @@ def _loads(name: str, data: bytes) -> None:
 
 def set_aside_unreadable_state(experiment_path: str) -> list[str]:
     """Before a restore: Tune's state files of every driver session newer than the newest whole
-    one (every file loads, no kind missing that the session before had) are renamed aside
+    one (every file loads; no kind missing that the session before had, nor its search algorithm's
+    state) are renamed aside
     (``<name>.unreadable``, or ``<name>.set-aside`` for a readable file of such a session), so
     Tune restores one session's state, whole. Returns the names set aside.
 
@@ -77,7 +81,9 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
         # a kind the session before had (and the experiment state, which every session writes first)
         # that this one lacks: its copy never reached the storage path
         before = set(sessions[ordered[i + 1]].values()) if i + 1 < len(ordered) else set()
-        needed = before | {TUNE_STATE_FILES[0]}
+        kinds = set(sessions[session].values())
+        needed = before | {TUNE_STATE_FILES[0]} | set(
+            _BASIC_VARIANTS if _BASIC_VARIANTS[0] in kinds else _SEARCHER)
         missing = {kind.replace("*", session): kind for kind in needed - set(sessions[session].values())}
         unreadable = []
         for name in sessions[session]:
@@ -105,6 +111,27 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
                        "its files are set aside; restoring from the session before", session, root,
                        ", ".join(sorted(unreadable) + problems))
     return aside
+
+
+def start_afresh_without_state(experiment_path: str) -> bool:
+    """Before a restore, after ``set_aside_unreadable_state``: a Tune run with its ``tuner.pkl``
+    but no experiment state left (its driver was killed before Tune saved a whole one) cannot be
+    restored (Tune fails, and would on every resume): its ``tuner.pkl`` is set aside, so that the
+    stage runs again from the start. Returns whether it was."""
+    import pyarrow.fs as pafs
+    from ray.train._internal.storage import get_fs_and_path
+
+    fs, root = get_fs_and_path(experiment_path)
+    try:
+        names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File}
+    except OSError:
+        return False
+    if "tuner.pkl" not in names or any((_state_file(n) or ("",))[0] == TUNE_STATE_FILES[0] for n in names):
+        return False
+    fs.move(f"{root}/tuner.pkl", f"{root}/tuner.pkl.set-aside")
+    logger.warning("Tune run %s has no whole experiment state (its driver was killed before Tune saved one): "
+                   "it starts again from the beginning", root)
+    return True
 
 
 def _staged_copy(experiment_dir_name: str, name: str) -> bytes | None:

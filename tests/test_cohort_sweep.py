@@ -33,7 +33,7 @@ def test_a_cohort_sweep_makes_every_member_a_trial(local_ray, tmp_path):
                              storage_path=str(tmp_path / "ray"), device="cpu", name="cohorts", confirm_top=2,
                              confirm_seeds=2)
     summary = run_sweep(settings)
-    assert summary["trials"] == 6 and "cohorts of 3: 2 trials" in summary["schedule"]
+    assert summary["trials"] == 6 and "cohorts of up to 3 stacked networks" in summary["schedule"]
 
     client = MlflowClient(settings.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(settings.experiment).experiment_id])

@@ -439,6 +439,27 @@ def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(loc
     assert parent.info.status == "FINISHED" and len(after) == 2
 
 
+def test_a_confirmation_killed_before_tune_saved_its_state_runs_again_on_resume(local_ray, tmp_path):
+    """The driver was killed as the confirmation stage began: its Tune run has a tuner.pkl and no
+    experiment state. The resume runs the stage again (Tune's restore would fail on every try),
+    and the killed session's child runs are not kept beside the new ones."""
+    config = settings(tmp_path, num_trials=2, steps=10, eval_every=10, confirm_top=1, confirm_seeds=2)
+    run_sweep(config)
+    client, [parent], children = mlflow_runs(config)
+    confirm = Path(f"{config.experiment_path}-confirm")
+    for state in confirm.glob("*-*.*"):
+        if state.is_file():
+            state.unlink()  # every state file of the stage's only session: never saved
+    assert (confirm / "tuner.pkl").exists()
+    client.set_tag(parent.info.run_id, "sweep_state", "interrupted")
+    summary = run_sweep(settings(tmp_path, num_trials=2, steps=10, eval_every=10, confirm_top=1, confirm_seeds=2,
+                                 resume=True))
+    assert [row["seeds"] for row in summary["confirmation"]["rows"]] == [2]
+    _, [parent], after = mlflow_runs(config)
+    assert parent.data.tags["sweep_state"] == "finished"
+    assert sum(c.data.tags["stage"] == "confirm" for c in after) == 2 and len(after) == len(children)
+
+
 def test_the_loss_constraint_normalisation_grid_runs_as_one_sweep(local_ray, tmp_path):
     config = settings(tmp_path, space="loss_penalty_norm", num_trials=4, scheduler="none", max_concurrent=2)
     summary = run_sweep(config)

@@ -244,3 +244,26 @@ def test_a_state_file_cut_short_is_restored_from_its_drivers_staged_copy(local_r
         staged.unlink()
     newest.write_bytes(newest.read_bytes()[:10])
     assert newest.name in set_aside_unreadable_state(str(path)) and state.read_bytes() == whole
+
+
+def test_a_stage_with_no_whole_state_runs_again_instead_of_failing_every_resume(local_ray, tmp_path):
+    """A session whose search algorithm's state never reached the storage path (killed during
+    its first copy, no staged copy on this machine) restores without an error and runs every
+    trial again: it is set aside. With no experiment state left, Tune's restore would fail on
+    every resume: the run's tuner.pkl is set aside, and the stage starts again."""
+    from ganlib.tune_state import set_aside_unreadable_state, start_afresh_without_state
+
+    tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="cut", storage_path=str(tmp_path), verbose=0,
+                                         callbacks=[GuardedCounts()])).fit()
+    path = tmp_path / "cut"
+    [generator] = path.glob("basic-variant-state-*.json")
+    generator.rename(tmp_path / generator.name)  # never copied (and not staged: another machine's driver)
+    assert start_afresh_without_state(str(path)) is False  # an experiment state is there
+    aside = set_aside_unreadable_state(str(path))
+    assert sorted(a.split("-")[0] for a in aside) == ["callback", "experiment_state"]
+    assert start_afresh_without_state(str(path)) is True
+    assert not tune.Tuner.can_restore(str(path)) and (path / "tuner.pkl.set-aside").exists()
+    results = tune.Tuner(report_once, param_space={"x": tune.grid_search([1, 2])},
+                         run_config=tune.RunConfig(name="cut", storage_path=str(tmp_path), verbose=0)).fit()
+    assert sorted(r.metrics["score"] for r in results) == [1, 2] and tune.Tuner.can_restore(str(path))
