@@ -70,6 +70,10 @@ FINAL_NOISE_SEED = 1_234_567_891
 W1_FINAL_MAX_POINTS = 4096
 PENALTY_FACTOR = 10.0  # a failed run's objective: this many times the divergence ceiling
 _DISK_CACHES: dict[str, FeatureStats] = {}
+# Feature extractors on their device, one per process: a cohort's K members (and the trials of a
+# reused actor) share one copy, not K (Inception is ~100 MB of weights, read and hashed per load).
+# Shared across evaluation threads: extractors run in eval mode, without state to change.
+_EXTRACTORS: dict[tuple[str, str, str | None, str], Any] = {}
 _BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
 
 
@@ -126,8 +130,11 @@ class Evaluator:
         self.data = data = trainer.data
         cfg = trainer.cfg
         self.primary = primary_metric(data)
-        extractor = feature_extractor_for(data.name, data.kind, inception_path=cfg.inception_weights)
-        self.extractor = extractor.to(trainer.device)
+        key = (data.name, data.kind, cfg.inception_weights, str(trainer.device))
+        if key not in _EXTRACTORS:
+            extractor = feature_extractor_for(data.name, data.kind, inception_path=cfg.inception_weights)
+            _EXTRACTORS[key] = extractor.to(trainer.device)
+        self.extractor = extractor = _EXTRACTORS[key]
         self.feature_extractor = extractor.name  # logged as a tag: scores of other extractors don't compare
         self.real = _real_stats_cache(extractor).get(f"{data.name}/heldout", data.heldout, self.extractor)
         self.real_diversity = mean_pairwise_distance(self.real.features, DIVERSITY_SAMPLES)

@@ -73,6 +73,23 @@ def test_real_statistics_are_computed_once_per_process(tiny):
     assert ("ring8/heldout", "identity", len(first.data.heldout)) in DEFAULT_CACHE._memory
 
 
+def test_a_feature_extractor_is_loaded_once_per_process_and_device(tiny, monkeypatch):
+    # a cohort's K members each build an evaluator: with Inception, K loads of ~100 MB each
+    import ganlib.evaluate
+
+    loads = []
+    real = ganlib.evaluate.feature_extractor_for
+    monkeypatch.setattr(ganlib.evaluate, "_EXTRACTORS", {})
+    monkeypatch.setattr(ganlib.evaluate, "feature_extractor_for", lambda *a, **kw: loads.append(a) or real(*a, **kw))
+    digits = dict(tiny, dataset="digits", loss="wgan")
+    members = [Evaluator(Trainer(dict(digits, seed=seed, lr_d=lr))) for seed, lr in ((0, 1e-4), (1, 1e-3))]
+    assert members[0].extractor is members[1].extractor and loads == [("digits", "image")]
+    other = Evaluator(Trainer(dict(tiny, loss="wgan")))  # another dataset: its own extractor
+    assert other.feature_extractor == "identity" and len(loads) == 2
+    fake = members[0].trainer.sample(64)
+    assert torch.equal(members[0].extractor(fake), real("digits", "image")(fake))  # the same features
+
+
 def test_w_critic_corr_is_the_rank_correlation_of_the_run_so_far(tiny):
     history, _ = _history(dict(tiny, loss="wgan", clip=0.1, steps=12, eval_every=2))
     assert "w_critic_corr" not in history[0] and "w_critic_corr" not in history[1]  # undefined below 3
