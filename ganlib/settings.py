@@ -208,7 +208,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--name", help="sweep name (Tune experiment folder; default <space>-<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when Ray gave the trial a GPU), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when Ray gave the trial a GPU), cpu, cuda (= cuda:0, the trial's GPU)")
     p.add_argument("--eval-overlap", choices=EVAL_OVERLAP, default="auto",
                    help="evaluations on a thread beside training, on copies of the networks: auto = on CUDA "
                         "trials; on = also on the CPU, where a trial owns a core it does not train on (default: auto)")
@@ -248,18 +249,17 @@ def check_settings(s: SweepSettings) -> None:
     if not (isinstance(s.cpus_per_trial, (int, float)) and math.isfinite(s.cpus_per_trial) and s.cpus_per_trial > 0):
         raise SettingsError("cpus_per_trial", s.cpus_per_trial, "a number > 0")
     gpus = s.gpus_per_trial
-    if not (isinstance(gpus, (int, float)) and math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or gpus == int(gpus))):
-        raise SettingsError("gpus_per_trial", gpus, "0, a fraction in (0, 1] that shares a GPU, or a whole number")
+    if not (isinstance(gpus, (int, float)) and math.isfinite(gpus) and 0 <= gpus <= 1):
+        raise SettingsError("gpus_per_trial", gpus, "0, a fraction in (0, 1) that shares a GPU, or 1: a trial "
+                            "trains on one GPU (more would sit idle)")
     if s.device not in ("auto", "cpu", "cuda") and not (s.device.startswith("cuda:") and s.device[5:].isdigit()):
         raise SettingsError("device", s.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
     if s.device.startswith("cuda") and gpus == 0:
         raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
                             "when Ray gave it a GPU (set --gpus-per-trial)")
-    if s.device.startswith("cuda:") and int(s.device[5:]) >= max(1, int(gpus)):
-        visible = max(1, int(gpus))
-        which = "'cuda' or 'cuda:0'" if visible == 1 else f"'cuda' or cuda:0 to cuda:{visible - 1}"
-        raise SettingsError("device", s.device, f"{which} with --gpus-per-trial {gpus}: a trial sees only the "
-                            "GPUs Ray gave it, numbered from 0")
+    if s.device.startswith("cuda:") and s.device != "cuda:0":
+        raise SettingsError("device", s.device, "'cuda' or 'cuda:0': a trial sees only the GPU Ray gave it, "
+                            "numbered 0")
     if s.eval_overlap not in EVAL_OVERLAP:
         raise SettingsError("eval_overlap", s.eval_overlap, "one of " + ", ".join(EVAL_OVERLAP))
     if s.searcher not in SEARCHERS:
