@@ -6,6 +6,7 @@ flag, and what is allowed); nothing is written."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
         space = load_space(settings.space)
     except (SpaceError, FileNotFoundError) as err:
         raise PreflightError(str(err)) from None
+    starts = len(space.start_points())
+    if settings.scheduler != "pbt" and settings.num_trials < starts:  # PBT samples its population
+        print(f"warning: --num-trials {settings.num_trials} runs the first {settings.num_trials} of the space's "
+              f"{starts} start points (the papers' settings) and no others", file=sys.stderr)
     try:
         GanConfig.create(dataset=settings.dataset, data_root=settings.data_root)  # a known name, first
     except ConfigError as err:

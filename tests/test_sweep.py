@@ -111,6 +111,13 @@ def test_the_sweep_script_exits_2_with_one_line_before_ray_starts(tmp_path):
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "ray").exists()
 
 
+def test_a_budget_smaller_than_the_start_points_is_warned_of(tmp_path, capsys):
+    preflight(settings(tmp_path, space="compare_losses", num_trials=2))
+    assert "warning: --num-trials 2 runs the first 2 of the space's 4 start points" in capsys.readouterr().err
+    preflight(settings(tmp_path, space="compare_losses", num_trials=4))
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_preflight_names_a_missing_feature_extractor(tmp_path, monkeypatch):
     from test_features import _fake_mnist
 
