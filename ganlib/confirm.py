@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .config import HYPERPARAMS, STRUCTURAL
+from .config import HYPERPARAMS, STRUCTURAL, GanConfig
 
 SEED_OFFSET = 1_000_000  # confirmation seeds: sweep seed + this + j, never a search trial's seed
 FINAL_EVAL_FACTOR = 8
@@ -159,18 +159,26 @@ def summarize(runs: list[dict[str, Any]], candidates: list[Candidate], primary: 
                       "ci_low": low, "ci_high": high, f"final_{primary}_mean": final_mean,
                       f"final_{primary}_sd": final_sd, f"final_{primary}_ci_low": final_low,
                       f"final_{primary}_ci_high": final_high, "config": candidate.config})
-    table.sort(key=lambda t: (t["failed"] > 0, t["mean"] if math.isfinite(t["mean"]) else math.inf))
+    # no healthy seed (or no run at all) last, then any failed seed, then the mean
+    table.sort(key=lambda t: (not math.isfinite(t["mean"]), t["failed"] > 0, t["mean"]))
     out: dict[str, Any] = {"primary": primary, "confidence": CONFIDENCE, "table": table,
-                           "score_of": "mean of the run's last 3 scored evaluations"}
+                           "score_of": f"mean of the run's last {_score_window(candidates)} scored evaluations"}
     if table and math.isfinite(table[0]["mean"]):
         out["best"] = table[0]["trial_id"]
         if len(table) > 1 and math.isfinite(table[1]["mean"]):
             first, second = table[0], table[1]
-            overlap = not (first["ci_high"] < second["ci_low"]) if math.isfinite(first["ci_high"]) else True
+            # either side: a runner-up ranked below for a failed seed may have the better mean
+            overlap = first["ci_low"] <= second["ci_high"] and second["ci_low"] <= first["ci_high"] \
+                if math.isfinite(first["ci_high"]) and math.isfinite(second["ci_high"]) else True
             p = stats.ttest_ind(first["scores"], second["scores"], equal_var=False).pvalue \
                 if len(first["scores"]) > 1 and len(second["scores"]) > 1 else math.nan
             out.update(distinguishable=not overlap, runner_up=second["trial_id"], welch_p=float(p))
     return out
+
+
+def _score_window(candidates: list[Candidate]) -> int | str:
+    windows = {c.config.get("score_window") or GanConfig.score_window for c in candidates}
+    return windows.pop() if len(windows) == 1 else "score_window"
 
 
 def describe(confirmation: dict[str, Any]) -> str:
@@ -183,6 +191,7 @@ def describe(confirmation: dict[str, Any]) -> str:
     if "runner_up" in confirmation:
         second = confirmation["table"][1]
         verdict = "distinguishable from" if confirmation["distinguishable"] else "NOT distinguishable from"
+        failed = f", {second['failed']} of {second['seeds']} seeds failed" if second["failed"] else ""
         text += (f", {verdict} the runner-up {second['trial_id']} ({second['mean']:.4g}, interval "
-                 f"{second['ci_low']:.4g} to {second['ci_high']:.4g}; Welch p = {confirmation['welch_p']:.2g})")
+                 f"{second['ci_low']:.4g} to {second['ci_high']:.4g}{failed}; Welch p = {confirmation['welch_p']:.2g})")
     return text

@@ -13,6 +13,7 @@ from ganlib.confirm import (
     Candidate,
     confirmation_cohorts,
     confirmation_configs,
+    describe,
     identity,
     interval,
     pick_candidates,
@@ -52,6 +53,23 @@ def test_a_configuration_that_won_the_search_by_luck_is_not_named_best():
     assert out["table"][2]["failed"] == 1 and out["table"][2]["scores"] == [0.20, 0.21]
     close = summarize(runs[:3] + [{**r, "score": r["score"] + 0.12} for r in runs[3:6]], [lucky, steady], "w1")
     assert not close["distinguishable"]  # overlapping intervals are said to be so
+
+
+def test_a_runner_up_ranked_below_for_a_failed_seed_is_compared_on_both_sides():
+    # the runner-up collapsed on one seed, so it ranks below, but its healthy seeds score far
+    # better: the intervals are apart (below, not above), and the sentence says why it is second
+    steady, fragile, missing = _candidate("steady", 1e-3, 0.9), _candidate("fragile", 2e-3, 0.2), \
+        _candidate("missing", 3e-3, 0.1)
+    runs = [{"identity": identity(steady.config), "status": "completed", "score": s} for s in (1.00, 1.01, 1.02)]
+    runs += [{"identity": identity(fragile.config), "status": st, "score": s}
+             for st, s in (("completed", 0.20), ("completed", 0.21), ("completed", 0.22), ("collapsed", 1e4))]
+    out = summarize(runs, [missing, steady, fragile], "w1")  # no run of 'missing' came back
+    assert [t["trial_id"] for t in out["table"]] == ["steady", "fragile", "missing"]
+    first, second = out["table"][:2]
+    assert second["ci_high"] < first["ci_low"]
+    assert out["best"] == "steady" and out["distinguishable"] and out["welch_p"] < 1e-4
+    assert "distinguishable from the runner-up fragile" in describe(out) and "1 of 4 seeds failed" in describe(out)
+    assert "NOT" not in describe(out)
 
 
 def test_candidates_are_distinct_healthy_configurations_with_fresh_seeds():
