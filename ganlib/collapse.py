@@ -44,15 +44,21 @@ class CollapseDetector:
     minimax one, whose gradient vanishes when the discriminator wins."""
 
     def __init__(self, rules: CollapseRules, primary: str, baseline: float, n_modes: int | None = None,
-                 saturating: bool = False):
+                 saturating: bool = False, eval_every: int | None = None):
+        """``eval_every``: the run's evaluation cadence. With it the far-from-data rule asks for
+        ``far_patience`` evaluations' worth of steps, (patience - 1) x eval_every, between the first
+        and the last far evaluation of a streak, not that many evaluations: a primary metric
+        computed at scored evaluations only (exact W1, every ``score_every`` steps) is then judged
+        over the same stretch of training as one computed at every evaluation."""
         self.rules, self.primary, self.baseline = rules, primary, baseline
-        self.n_modes, self.saturating = n_modes, saturating
+        self.n_modes, self.saturating, self.eval_every = n_modes, saturating, eval_every
         self.history: list[dict[str, Any]] = []
         self.status, self.reason = OK, ""
         self._best: float | None = None
         self._since_best = 0
         self._saturated_for = 0
         self._far_for = 0
+        self._far_since: int | None = None  # step of the streak's first far evaluation
         self._few_modes_for = 0
 
     @property
@@ -74,7 +80,7 @@ class CollapseDetector:
         history = [{k: v for k, v in m.items() if isinstance(v, (int, float, str))} for m in self.history]
         return {"history": history, "status": self.status, "reason": self.reason, "best": self._best,
                 "since_best": self._since_best, "saturated_for": self._saturated_for, "far_for": self._far_for,
-                "few_modes_for": self._few_modes_for}
+                "far_since": self._far_since, "few_modes_for": self._few_modes_for}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
@@ -82,6 +88,7 @@ class CollapseDetector:
         self._best, self._since_best = state["best"], state["since_best"]
         self._saturated_for = state["saturated_for"]
         self._far_for = state.get("far_for", 0)
+        self._far_since = state.get("far_since")
         self._few_modes_for = state.get("few_modes_for", 0)
 
     # -- the rules, in order of severity ------------------------------------------------------
@@ -138,11 +145,15 @@ class CollapseDetector:
                                f"(limit {r.min_diversity:g})")
         value = m.get(self.primary)
         if r.far_patience and value is not None:
-            self._far_for = self._far_for + 1 if value >= r.far_factor * self.baseline else 0
-            if self._far_for >= r.far_patience:
+            far = value >= r.far_factor * self.baseline
+            self._far_for = self._far_for + 1 if far else 0
+            self._far_since = (step if self._far_since is None else self._far_since) if far else None
+            long_enough = self._far_for >= r.far_patience if self.eval_every is None else \
+                far and step - self._far_since >= (r.far_patience - 1) * self.eval_every
+            if long_enough:
                 return COLLAPSED, (f"far from the data: {self.primary} = {value:.4g} at step {step}, no better "
-                                   f"than a single point at the data mean ({self.baseline:.4g}) for "
-                                   f"{self._far_for} evaluations")
+                                   f"than a single point at the data mean ({self.baseline:.4g}) at "
+                                   f"{self._far_for} evaluations in a row, from step {self._far_since}")
         return None
 
     def _check_stall(self, m: dict[str, Any]) -> tuple[str, str] | None:

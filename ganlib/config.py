@@ -115,7 +115,8 @@ class CollapseRules:
     # point). Measured: healthy late starters dip to 0.15 in their blob phase, points sit below 0.06
     min_diversity: float = 0.1
     # all data: the primary metric no better than `far_factor` x the best constant generator's
-    # score for `far_patience` evaluations in a row: the samples sit away from the data. Measured
+    # score for `far_patience` evaluations in a row (a streak of (far_patience - 1) x eval_every
+    # steps, however often the metric is computed): the samples sit away from the data. Measured
     # at eval_every 100: healthy late starters stay that far for up to 6 evaluations (to step 1,000)
     far_factor: float = 1.0
     far_patience: int = 8  # 0 disables

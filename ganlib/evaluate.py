@@ -152,7 +152,8 @@ class Evaluator:
         rules = cfg.rules
         self.penalty = PENALTY_FACTOR * rules.ceiling_factor * self.baseline
         n_modes = None if data.centers is None else len(data.centers)
-        self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates)
+        self.detector = CollapseDetector(rules, self.primary, self.baseline, n_modes, trainer.loss.saturates,
+                                         eval_every=cfg.eval_every)
         self.overlap = overlaps(cfg.eval_overlap, trainer.device)
         self._thread = executor  # None: started by the first measure that overlaps
         self._owns_thread = executor is None

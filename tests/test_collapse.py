@@ -214,6 +214,27 @@ def test_default_far_rule_catches_the_blob_at_its_eighth_far_evaluation():
     assert statuses[11] == COLLAPSED and "far from the data" in d.reason and "step 1200" in d.reason
 
 
+def test_the_far_rule_spans_the_same_training_when_w1_is_scored_every_500_steps():
+    # the default preset scores (exact W1, the score) at steps 500, 1000, 1500 and the rungs
+    # 100 and 800 only: light evaluations have no w1. Counted in evaluations, the patience (8)
+    # would need 4,000 steps of far scored evaluations, beyond the budget: the blob never stopped
+    scored = {100, 500, 800, 1000, 1500}
+
+    def light_between(trajectory):
+        return [m if m["step"] in scored else {k: v for k, v in m.items() if k not in ("w1", "score")}
+                for m in measured_stream(trajectory)]
+
+    assert run(light_between(BLOB)) == (OK, "")  # by count: never
+    d = detector(eval_every=100)
+    statuses = [d.update(m)[0] for m in light_between(BLOB)]
+    assert statuses[:14] == [OK] * 14 and statuses[14] == COLLAPSED  # step 1,500: far since 500
+    assert "from step 500" in d.reason and "step 1500" in d.reason
+    assert run(light_between(LATE_STARTER), eval_every=100) == (OK, "")  # far at 500-1,000 only: spared
+    # every evaluation scored: the same verdict at the same step as by count (step 1,200)
+    by_span = detector(eval_every=100)
+    assert [by_span.update(m)[0] for m in measured_stream(BLOB)].index(COLLAPSED) == 11
+
+
 def test_default_diversity_rule_flags_one_point_not_a_narrow_blob():
     assert run([dict(m, diversity=0.15) for m in healthy_stream(12)])[0] == OK
     status, reason = run([dict(m, diversity=0.05) for m in healthy_stream(12)])
