@@ -237,6 +237,7 @@ class Trainer:
             raise CheckpointMismatch(f"checkpoint config differs from this run's: {detail}")
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
+        self.constraint.start(self.critic)  # a donor's critic clipped at another c (PBT) into this run's box
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         apply_hparams(self.opt_g, self.cfg, self.cfg.lr_g)

@@ -150,6 +150,18 @@ def test_population_restore_applies_the_restoring_trials_hyperparameters(tiny):
     assert trainer.opt_d.state  # Adam moments came from the checkpoint
 
 
+def test_a_population_restore_puts_a_donors_critic_into_this_runs_clipping_box(tiny):
+    # Algorithm 1 clips after every critic update: a critic restored from a donor clipped at
+    # c = 0.1 is used by the next critic step and the evaluations before any update
+    saved = {}
+    wide = dict(tiny, loss="wgan", constraint="clip", clip=0.1, optimizer="rmsprop", steps=2, eval_every=2)
+    train(wide, report=lambda m, s: saved.update(state=s))
+    assert max(p.abs().max().item() for p in saved["state"]["critic"].values()) > 0.01
+    trainer = Trainer(dict(wide, clip=0.01))
+    trainer.load_state_dict(saved["state"], allow_hparam_change=True)
+    assert max(p.abs().max().item() for p in trainer.critic.parameters()) <= 0.01
+
+
 def test_damaged_or_foreign_checkpoints_are_refused_naming_the_file(tiny, tmp_path):
     trainer = train(dict(tiny, steps=2, eval_every=2), report=lambda m, s: None)
     torch.save(trainer.state_dict(), tmp_path / "good.pt")
