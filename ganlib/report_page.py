@@ -152,11 +152,16 @@ def _status_badge(status: str, text: str) -> str:
     return f'<span class="badge status-{_e(status)}" style="background:{colour}">{_e(text)}</span>'
 
 
+def _js_number(value: float) -> str:
+    """What the page's parseFloat reads back: Python writes inf as 'inf', JavaScript reads 'Infinity'."""
+    return ("Infinity" if value > 0 else "-Infinity") if math.isinf(value) else repr(value)
+
+
 def _cell(value: Any, numeric: bool, extra_class: str = "") -> str:
     classes = " ".join(c for c in (("num" if numeric else ""), extra_class) if c)
     cls = f' class="{classes}"' if classes else ""
     if numeric:
-        raw = "" if _missing(value) or not _is_number(value) else repr(float(value))
+        raw = "" if _missing(value) or not _is_number(value) else _js_number(float(value))
         return f'<td{cls} data-sort="{_e(raw)}">{_e(_fmt(value))}</td>'
     return f"<td{cls}>{_e(_fmt(value))}</td>"
 

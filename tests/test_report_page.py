@@ -196,6 +196,15 @@ def test_numeric_columns_carry_raw_values_and_the_sorting_script_is_there(page):
     assert "table.sortable" in script and "parseFloat" in script and "addEventListener(\"click\"" in script
 
 
+def test_an_infinite_value_sorts_as_javascripts_infinity_not_as_missing():
+    from ganlib.report_page import _cell
+
+    def raw(value):
+        return re.search(r'data-sort="([^"]*)"', _cell(value, True)).group(1)
+    # the page's parseFloat: 'inf' would read NaN (a missing value), 'Infinity' reads Infinity
+    assert (raw(math.inf), raw(-math.inf), raw(0.25), raw(math.nan)) == ("Infinity", "-Infinity", "0.25", "")
+
+
 def test_plots_are_embedded_byte_for_byte_under_their_sections(page):
     tree = Tree(page).root
     _, _, images = sample()
