@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ from .config import ConfigError, GanConfig
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 FIELDS = tuple(f.name for f in dataclasses.fields(GanConfig) if f.name != "extra")
 TOP_KEYS = ("name", "description", "fixed", "params", "start")
+# Fields the sweep sets for every trial from its flags and plan (how long, where, on what data,
+# which checkpoints): a space setting one would run its trials under values the scheduler, the
+# pre-flight and the report do not know. A space says what is trained.
+SWEEP_OWNED = {"dataset": "--dataset", "data_root": "--data-root", "seed": "--seed", "steps": "--steps",
+               "eval_every": "--eval-every", "score_every": "--score-every", "eval_samples": "--eval-samples",
+               "device": "--device", "eval_overlap": "--eval-overlap", "inception_weights": "--inception-weights",
+               "stop_on_collapse": "--no-collapse-stop", "checkpoint_every": "the sweep's plan",
+               "checkpoint_steps": "the sweep's plan (its rungs)", "final_eval_samples": "the confirmation stage",
+               "download": "the pre-flight (never at run time)"}
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TYPE_KEYS = {
     "uniform": ("low", "high", "step"),
     "loguniform": ("low", "high"),
@@ -292,6 +303,8 @@ def _parse(raw: Any, path: Path) -> SearchSpace:
     for key in fixed:
         if key not in FIELDS:
             raise SpaceError(path, f"fixed.{key}", f"not a GanConfig field; allowed: {', '.join(FIELDS)}")
+        if key in SWEEP_OWNED:
+            raise SpaceError(path, f"fixed.{key}", f"set by the sweep ({SWEEP_OWNED[key]}), not by a space")
     specs = raw.get("params")
     if not isinstance(specs, dict) or not specs:
         raise SpaceError(path, "params", "a non-empty mapping {GanConfig field: distribution}")
@@ -309,13 +322,21 @@ def _parse(raw: Any, path: Path) -> SearchSpace:
 def _parse_param(path: Path, name: str, spec: Any, fixed: dict, earlier: dict[str, Param],
                  names: list) -> Param:
     key = f"params.{name}"
+    if not PARAM_NAME.fullmatch(name):  # Tune nests a name with '/', Optuna keys trials by it
+        raise SpaceError(path, key, "a name of letters, digits and underscores, not starting with a digit")
     target = spec.get("field", name) if isinstance(spec, dict) else name
     if target not in FIELDS:
         where = f"{key}.field" if target != name else key
         raise SpaceError(path, where, f"not a GanConfig field; allowed: {', '.join(FIELDS)} (or another name "
                          "with `field:` naming one)")
-    if target in fixed:
+    if target in SWEEP_OWNED:
+        where = f"{key}.field" if target != name else key
+        raise SpaceError(path, where, f"set by the sweep ({SWEEP_OWNED[target]}), not searched by a space")
+    if target in fixed or name in fixed:
         raise SpaceError(path, key, "also set under fixed; a parameter is either fixed or searched")
+    if name != target and name in FIELDS:  # the trial's config would hold both under one name
+        raise SpaceError(path, key, f"names the GanConfig field {name!r} but sets {target!r}: an alias (with "
+                         "`field:`) must not be another field's name")
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind not in TYPE_KEYS:
         raise SpaceError(path, f"{key}.type", f"{kind!r} is not a type; allowed: {', '.join(TYPE_KEYS)}")
@@ -327,7 +348,8 @@ def _parse_param(path: Path, name: str, spec: Any, fixed: dict, earlier: dict[st
     if kind == "categorical":
         choices = spec.get("choices")
         if (not isinstance(choices, list) or not choices or not all(isinstance(c, SCALARS) for c in choices)
-                or len({repr(c) for c in choices}) != len(choices)):
+                or len({repr(c) for c in choices}) != len(choices)
+                or any(a == b for i, a in enumerate(choices) for b in choices[i + 1:])):  # 1, 1.0, True: one to Optuna
             raise SpaceError(path, f"{key}.choices", "a non-empty list of distinct strings, numbers or booleans")
         return Param(name, kind, choices=tuple(choices), when=when, field="" if target == name else target)
     integer = kind == "int"

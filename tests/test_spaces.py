@@ -222,6 +222,23 @@ BAD = {
     "start int not an int": (_set(["start", 0, "n_critic"], 5.5), "start[0].n_critic"),
     "start misses an active param": (_set(["start", 0, "lr_g"], _DELETE), "start[0].lr_g"),
     "start not a list": (_set(["start"], {"clip": 0.01}), "start"),
+    # what the sweep sets (budget, cadence, data, seed, checkpoints): the scheduler, the pre-flight
+    # and the report would not know a space's value
+    "fixed sweep budget": (_set(["fixed", "steps"], 5000), "fixed.steps"),
+    "fixed sweep data": (_set(["fixed", "dataset"], "grid25"), "fixed.dataset"),
+    "fixed sweep checkpoints": (_set(["fixed", "checkpoint_steps"], []), "fixed.checkpoint_steps"),
+    "searched sweep setting": (_set([P, "eval_samples"], {"type": "int", "low": 16, "high": 64}),
+                               "params.eval_samples"),
+    "aliased sweep setting": (_set([P, "seeds"], {"type": "int", "low": 0, "high": 9, "field": "seed"}),
+                              "params.seeds.field"),
+    "name Tune would nest": (_set([P, "opt/lr"], {"type": "loguniform", "low": 1e-5, "high": 1e-2, "field": "lr_d"}),
+                             "params.opt/lr"),
+    "alias named as another field": (_set([P, "batch_size"], {"type": "categorical", "choices": ["batch", "none"],
+                                                              "field": "d_norm"}), "params.batch_size"),
+    "alias named as a fixed field": (_set([P, "loss"], {"type": "categorical", "choices": ["batch", "none"],
+                                                        "field": "d_norm"}), "params.loss"),
+    "choices equal to Optuna": (_set([P, "n_critic"], {"type": "categorical", "choices": [1, 1.0, 5]}),
+                                "params.n_critic.choices"),
 }
 
 
