@@ -117,7 +117,8 @@ def plan_sweep(settings: SweepSettings, space: SearchSpace) -> SweepPlan:
         return SweepPlan(scheduler, BasicVariantGenerator(points_to_evaluate=population, max_concurrent=concurrent),
                          "score", interval, tuple(range(interval, steps, interval)), None, 4, True,
                          f"PBT: population {settings.num_trials}, exploit every {interval} steps, quantile "
-                         f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} clipped to the space", population,
+                         f"{PBT_QUANTILE}, perturbations x{PBT_FACTORS} (log scale; linear: -+0.2 of the range) "
+                         "clipped to the space", population,
                          reuse_actors=False)
     search = SpaceSearch(space, metric="objective", seed=settings.seed, study_name=settings.name,
                          random=settings.searcher == "random") if settings.cohort == 1 else None
@@ -235,9 +236,11 @@ class RungRecords(Callback):
 
 class SpaceExplorer:
     """PBT's explore step, inside the search space: each searched hyperparameter active in the
-    config is resampled (probability 0.25) or perturbed (x0.8 / x1.2; integers +-1), then clipped
-    to its range. Structural choices (optimizer, loss, constraint...) are never mutated: the
-    checkpoint the trial continues from was made with them. Seeded, picklable."""
+    config is resampled (probability 0.25) or perturbed, then clipped to its range: a log-scale
+    value x0.8 / x1.2, a linear one by -+0.2 of its range (x0.8 / x1.2 of a linear beta2 in
+    [0.9, 0.999] would land on a bound every time), an integer by one step. Structural choices
+    (optimizer, loss, constraint...) are never mutated: the checkpoint the trial continues from was
+    made with them. Seeded, picklable."""
 
     def __init__(self, space: SearchSpace, seed: int):
         self.params = [p for p in space.params if p.target in HYPERPARAMS and p.type != "categorical"]
@@ -246,24 +249,36 @@ class SpaceExplorer:
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         out = dict(config)
+        active = self._active_names(out)
         for p in self.params:
-            # conditions name params; the config holds fields (the same names unless aliased)
-            if not p.active(out) or out.get(p.target) is None:
+            if p.name not in active:
                 continue
             if self.rng.random() < PBT_RESAMPLE_PROBABILITY:
                 value = self._sample(p)
             elif p.type == "int":
                 value = out[p.target] + self.rng.choice((-1, 1)) * (p.step or 1)
-            else:
+            elif p.log:
                 value = out[p.target] * self.rng.choice(PBT_FACTORS)
+            else:
+                value = out[p.target] + (self.rng.choice(PBT_FACTORS) - 1) * (p.high - p.low)
             out[p.target] = self._clip(p, value)
         return out
 
+    def _active_names(self, config: dict[str, Any]) -> set[str]:
+        """The parameters set in ``config``, by name: conditions name parameters (an alias's
+        condition names the alias, not the field the config holds)."""
+        values = dict(self.space.fixed)
+        for p in self.space.params:
+            if p.active(values) and config.get(p.target) is not None:
+                values[p.name] = config[p.target]
+        return set(values) - set(self.space.fixed)
+
     def _sample(self, p) -> float | int:
+        if p.log:
+            value = math.exp(self.rng.uniform(math.log(p.low), math.log(p.high)))
+            return int(round(value)) if p.type == "int" else value
         if p.type == "int":
             return self.rng.randrange(p.low, p.high + 1, p.step or 1)
-        if p.log:
-            return math.exp(self.rng.uniform(math.log(p.low), math.log(p.high)))
         return self.rng.uniform(p.low, p.high)
 
     @staticmethod
@@ -271,6 +286,6 @@ class SpaceExplorer:
         value = min(max(value, p.low), p.high)
         if p.type == "int":
             return int(round(value))
-        if p.step:
-            value = p.low + round((value - p.low) / p.step) * p.step
+        if p.step:  # onto the grid, and back inside the range a rounding can leave
+            value = min(max(p.low + round((value - p.low) / p.step) * p.step, p.low), p.high)
         return float(value)

@@ -187,6 +187,32 @@ def _probe_space(tmp_path) -> str:
     })
 
 
+def test_pbt_perturbs_a_bounded_linear_value_inside_its_range_not_onto_its_ends(tmp_path):
+    # beta2 in [0.9, 0.999] from 0.95: x0.8 / x1.2 lands on a bound every time; -+0.2 of the
+    # range does not. beta1 = 0 (WGAN-GP's start) moves, not only when resampled
+    space = load_space("wgan_gp_lambda")
+    explorer = SpaceExplorer(space, seed=0)
+    start = {**space.fixed, **space.start_points()[0], "beta2": 0.95}
+    explored = [explorer(dict(start)) for _ in range(400)]
+    perturbed = [c["beta2"] for c in explored if c["beta2"] in (0.95 - 0.0198, 0.95 + 0.0198) or
+                 abs(abs(c["beta2"] - 0.95) - 0.2 * 0.099) < 1e-12]
+    assert len(perturbed) > 200 and sum(c["beta2"] in (0.9, 0.999) for c in explored) < 10
+    assert sum(c["beta1"] != 0.0 for c in explored) > 0.45 * len(explored)  # was the resamples' 0.25
+    # a condition naming an alias: the clip value is explored where the aliased norm says so
+    path = tmp_path / "aliased.yaml"
+    path.write_text(yaml.safe_dump({"name": "aliased", "fixed": {"loss": "wgan", "optimizer": "rmsprop"}, "params": {
+        "norm_clip": {"type": "categorical", "choices": ["none", "layer"], "field": "d_norm"},
+        "clip": {"type": "loguniform", "low": 1e-3, "high": 1.0, "when": {"norm_clip": "layer"}}}}, sort_keys=False))
+    aliased = load_space(str(path))
+    config = {"loss": "wgan", "optimizer": "rmsprop", "d_norm": "layer", "clip": 0.01}
+    assert sum(SpaceExplorer(aliased, seed=i)(config)["clip"] != 0.01 for i in range(50)) > 40
+    # a stepped value snapped onto its grid stays inside the range (0.95 + 1e-16 before)
+    from ganlib.spaces import Param
+
+    momentum = Param("momentum", "uniform", 0.0, 0.95, 0.05, False)
+    assert SpaceExplorer._clip(momentum, 0.951) <= 0.95 and SpaceExplorer._clip(momentum, 0.951) == pytest.approx(0.95)
+
+
 def test_a_sweep_logs_children_verdicts_the_searchers_record_and_the_report(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative store and storage: they land here, not in trial folders
     config = settings(tmp_path, space=_probe_space(tmp_path), num_trials=3, steps=60, eval_every=10,
