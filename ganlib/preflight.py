@@ -46,6 +46,7 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
     from .data import load_dataset
     from .evaluate import primary_metric
     from .metrics.features import feature_extractor_for
+    from .models import resolve_model_defaults
     from .spaces import SpaceError, load_space
 
     try:
@@ -82,6 +83,11 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
     try:
         for point in space.start_points() or [{}]:
             GanConfig.from_dict({**base, **space.fixed, **space.to_config(point)})
+        for corner in space.corner_configs():  # what the data makes of the model: a DCGAN on 2-D points...
+            resolved = resolve_model_defaults(GanConfig.from_dict({**base, **corner}), data)
+            if resolved.model == "dcgan" and "depth" in corner:  # ...a depth it would ignore, logged as if used
+                raise ConfigError("depth", corner["depth"], f"unset with model 'dcgan' in space {space.name!r} (the "
+                                  "DCGAN's depth follows the image size)")
     except ConfigError as err:
         raise PreflightError(f"sweep settings: {err}") from None
     if settings.cohort > 1 and any(GanConfig.from_dict({**base, **c}).d_norm == "spectral"

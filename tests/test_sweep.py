@@ -43,6 +43,14 @@ def mlflow_runs(config):
 
 
 # -- refused before anything starts ------------------------------------------------------------------
+MODEL_SPACES = {  # spaces GanConfig accepts that the data's models refuse (pre-flight resolves them)
+    "dcgan_on_points": {"name": "dcgan_on_points", "fixed": {"loss": "wgan", "model": "dcgan"},
+                        "params": {"clip": {"type": "loguniform", "low": 1e-3, "high": 1.0}}},
+    "dcgan_depth": {"name": "dcgan_depth", "fixed": {"loss": "wgan"},
+                    "params": {"depth": {"type": "int", "low": 3, "high": 5}}},
+    "batch_of_one": {"name": "batch_of_one", "fixed": {"loss": "wgan"},
+                     "params": {"batch_size": {"type": "int", "low": 1, "high": 64, "log": True}}},
+}
 @pytest.mark.parametrize("change, words", [
     (dict(space="no_such_space"), "no_such_space"),
     (dict(num_trials=0), "--num-trials = 0"),
@@ -76,14 +84,20 @@ def mlflow_runs(config):
     (dict(cohort=4, scheduler="hyperband"), "--cohort = 4 is invalid: allowed 1 with --scheduler hyperband"),
     (dict(cohort=4, scheduler="pbt", num_trials=4, max_concurrent=4), "allowed 1 with --scheduler pbt"),
     (dict(cohort=2, space="loss_penalty_norm"), "spectral normalisation"),
+    (dict(space="dcgan_on_points"), "'mlp' or 'auto' for 'ring8': the DCGAN needs image data"),
+    (dict(space="dcgan_depth", dataset="digits"), "'depth' = 3 is invalid: allowed unset with model 'dcgan'"),
+    (dict(space="batch_of_one", dataset="digits"), "'batch_size' = 1 is invalid: allowed an integer >= 2 with batch"),
 ])
 def test_refused_settings_name_the_flag_and_leave_nothing_behind(tmp_path, change, words):
     import ray
 
+    if change.get("space") in MODEL_SPACES:  # a space whose models the data cannot build
+        (tmp_path / "spaces").mkdir()
+        change = dict(change, space=write_space(tmp_path / "spaces", MODEL_SPACES[change["space"]]))
     ray_before = ray.is_initialized()  # the session's test Ray, if another test started it
     with pytest.raises(PreflightError, match=words.replace("-", r"\-").replace("[", r"\[").replace("]", r"\]")):
         preflight(settings(tmp_path, **change))
-    assert list(tmp_path.iterdir()) == []  # no tracking store, no storage folder
+    assert [p for p in tmp_path.iterdir() if p.name != "spaces"] == []  # no tracking store, no storage folder
     assert ray.is_initialized() == ray_before  # pre-flight starts no Ray
 
 

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from ..config import GanConfig
+from ..config import ConfigError, GanConfig
 from ..data import Dataset
 from .dcgan import DCGANCritic, DCGANGenerator
 from .mlp import MLPCritic, MLPGenerator
@@ -19,7 +19,8 @@ def resolve_model_defaults(cfg: GanConfig, data: Dataset) -> GanConfig:
     """Fill model fields left unset, from the data kind (so logs show the real values)."""
     model = cfg.model if cfg.model != "auto" else ("dcgan" if data.kind == "image" else "mlp")
     if model == "dcgan" and len(data.sample_shape) != 3:
-        raise ValueError(f"model 'dcgan' needs image data, {data.name!r} has shape {data.sample_shape}")
+        raise ConfigError("model", "dcgan", f"'mlp' or 'auto' for {data.name!r}: the DCGAN needs image data, "
+                          f"this has shape {data.sample_shape}")
     if model == "mlp":
         defaults = dict(width=256, depth=3, z_dim=2 if math.prod(data.sample_shape) <= 2 else 64,
                         d_norm="none", g_norm="none")
@@ -28,7 +29,11 @@ def resolve_model_defaults(cfg: GanConfig, data: Dataset) -> GanConfig:
         defaults = dict(width=32, depth=None, z_dim=64, g_norm="batch",
                         d_norm="layer" if cfg.constraint == "gp" else "batch")
     changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
-    return cfg.replace(model=model, **changes)
+    resolved = cfg.replace(model=model, **changes)
+    if "batch" in (resolved.d_norm, resolved.g_norm) and resolved.batch_size < 2:
+        raise ConfigError("batch_size", resolved.batch_size, "an integer >= 2 with batch norm (d_norm or g_norm "
+                          "'batch', the DCGAN's default): its statistics need two samples")
+    return resolved
 
 
 def build_models(cfg: GanConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
