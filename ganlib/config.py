@@ -70,6 +70,7 @@ RUNTIME = ("steps", "eval_every", "score_every", "checkpoint_every", "checkpoint
            "inception_weights", "device", "download", "collapse", "stop_on_collapse")
 
 EVAL_OVERLAP = ("auto", "on", "off")
+SEED_MAX = 2**62  # a run seeds generators with seed + 1 and more (each must fit torch's 64 bits)
 
 
 class ConfigError(ValueError):
@@ -250,6 +251,9 @@ class GanConfig:
                 _check_int(name, getattr(self, name), low=1)
         _check_int("batch_size", self.batch_size, low=1)
         _check_int("seed", self.seed, low=0)
+        if self.seed > SEED_MAX:
+            raise ConfigError("seed", self.seed, f"an integer in [0, {SEED_MAX}] (torch's generators take 64-bit "
+                              "seeds, and a run seeds several from it)")
         _check_int("n_critic", self.n_critic, low=1)
         _check_positive("lr_g", self.lr_g)
         _check_positive("lr_d", self.lr_d)
@@ -286,6 +290,9 @@ class GanConfig:
         if self.constraint == "gp" and (not _is_real(self.gp_lambda) or self.gp_lambda < 0
                                         or not math.isfinite(self.gp_lambda)):
             raise ConfigError("gp_lambda", self.gp_lambda, "a finite number >= 0")
+        if self.constraint == "gp" and self.gp_lambda == 0 and self.loss == "wasserstein" and self.d_norm != "spectral":
+            raise ConfigError("gp_lambda", self.gp_lambda, "> 0 with loss 'wasserstein' (or d_norm 'spectral'): "
+                              "without the penalty the critic is unconstrained and the Wasserstein loss unbounded")
 
     def _check_combination(self) -> None:
         """Combinations of the three axes that make no sense, refused with the reason."""

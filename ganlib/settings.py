@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import EVAL_OVERLAP
+from .config import EVAL_OVERLAP, SEED_MAX
 from .rungs import ASHA_REDUCTION, HYPERBAND_REDUCTION
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -243,7 +243,7 @@ def check_settings(s: SweepSettings) -> None:
     if s.max_concurrent is not None:
         _integer("max_concurrent", s.max_concurrent, 1)
     _integer("max_failures", s.max_failures, 0, what=" (retries from the last checkpoint)")
-    _integer("seed", s.seed, 0)
+    _integer("seed", s.seed, 0, SEED_MAX)
     _integer("confirm_top", s.confirm_top, 0)
     _integer("confirm_seeds", s.confirm_seeds, 2, what=" (a mean's 95 % interval needs two seeds at least)")
     if not (isinstance(s.cpus_per_trial, (int, float)) and math.isfinite(s.cpus_per_trial) and s.cpus_per_trial > 0):

@@ -75,6 +75,7 @@ def test_explicit_optimizer_gets_its_own_defaults():
     (dict(eval_every=10, score_every=25), "score_every", "multiple of eval_every"),
     (dict(checkpoint_steps=[10, 0]), "checkpoint_steps", "integers >= 1"),
     (dict(collapse={"ceiling_factor": 2.0}), "collapse.ceiling_factor", ">= 10"),
+    (dict(seed=2**64 - 1), "seed", "[0, 4611686018427387904]"),
 ])
 def test_bad_values_name_the_field_and_the_allowed_range(values, field, allowed):
     with pytest.raises(ConfigError) as err:
@@ -90,6 +91,7 @@ def test_bad_values_name_the_field_and_the_allowed_range(values, field, allowed)
     (dict(loss="wgan", d_norm="spectral"), "d_norm", "both bound the critic's weights"),
     (dict(loss="wasserstein", constraint="none"), "constraint", "unbounded"),
     (dict(loss="wasserstein", constraint="none", d_norm="layer"), "constraint", "unbounded"),
+    (dict(loss="wgan_gp", gp_lambda=0.0), "gp_lambda", "unbounded"),  # no penalty: unconstrained
     # a shorthand and a contradicting constraint: the message says how to write it
     (dict(loss="wgan", constraint="gp"), "constraint", "write loss 'wasserstein'"),
     (dict(loss="gan_ns", constraint="clip"), "constraint", "write loss 'non_saturating'"),
