@@ -12,15 +12,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ray_job_submit_wgan_clip_smoke_sweep(tmp_path):
-    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid, _), ray_head(tmp_path) as (dashboard, ray_pid, ray_env):
+    # no --storage-path: the job inherits the head's GANLIB_STORAGE_PATH (ray-head.sh sets it to the
+    # repo's ray_results by default), not its working-dir copy's folder in Ray's temporary files
+    storage = tmp_path / "ray_results"
+    with mlflow_server(tmp_path) as (tracking_uri, mlflow_pid, _), \
+            ray_head(tmp_path, GANLIB_STORAGE_PATH=str(storage)) as (dashboard, ray_pid, ray_env):
         proc = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
              "python", "sweeps/wgan_clip.py", "--preset", "smoke", "--num-trials", "2", "--device", "cpu",
-             "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
+             "--tracking-uri", tracking_uri],
             capture_output=True, text=True, timeout=900, env=ray_env, cwd=REPO)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
         assert "Sweep 'wgan_clip-ring8-" in proc.stdout and "' finished in " in proc.stdout
+        assert list(storage.glob("wgan_clip-ring8-*/tuner.pkl"))  # the head's storage, not Ray's temp copy
 
         client = MlflowClient(tracking_uri)
         parent, children = sweep_runs(tracking_uri)

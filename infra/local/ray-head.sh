@@ -12,7 +12,8 @@
 # RAY_DASHBOARD_PORT (dashboard + Jobs API, 8265), RAY_DASHBOARD_AGENT_PORT (52365: the
 # agent that runs submitted jobs; two heads on one machine need different ones),
 # RAY_CLIENT_SERVER_PORT (Ray Client, 10001), RAY_HEAD_NUM_CPUS / RAY_HEAD_NUM_GPUS
-# (default: what Ray detects), GANLIB_PYTHON (the interpreter whose `ray` runs; default .venv).
+# (default: what Ray detects), GANLIB_PYTHON (the interpreter whose `ray` runs; default .venv),
+# GANLIB_STORAGE_PATH (the Tune storage of the jobs it runs; default <repo>/ray_results).
 # Every port of the head (GCS, raylet, dashboard, Jobs API, agents, Ray Client) listens on
 # 127.0.0.1 only, and Ray's token authentication is on; from another machine use an SSH tunnel
 # (docs/cluster.md).
@@ -44,6 +45,10 @@ start() {
   # Windows) keeps the node IP on the loopback: every port of the head then listens on
   # 127.0.0.1 only (tests/test_infra_local_scripts.py checks it). No other machine can join.
   export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+  # A job submitted with --working-dir runs from Ray's unpacked copy of the repo: without this its
+  # Tune storage would default to that copy's ray_results, in Ray's temporary folder, where a
+  # --resume from the next submission (another copy) finds nothing. Jobs inherit the head's env.
+  export GANLIB_STORAGE_PATH="${GANLIB_STORAGE_PATH:-$REPO_DIR/ray_results}"
   local args=(start --head --block --node-ip-address "$BIND_HOST" --port "$PORT"
               --include-dashboard true --dashboard-host "$BIND_HOST" --dashboard-port "$DASHBOARD_PORT"
               --dashboard-agent-listen-port "$AGENT_PORT" --ray-client-server-port "$CLIENT_PORT"
@@ -57,6 +62,7 @@ export RAY_ADDRESS=$BIND_HOST:$PORT
 export RAY_API_SERVER_ADDRESS=http://$BIND_HOST:$DASHBOARD_PORT
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$TOKEN
+export GANLIB_STORAGE_PATH=$GANLIB_STORAGE_PATH
 # A driver joining from outside \`ray job submit\` keeps the head's single-machine mode too, or Ray
 # rewrites 127.0.0.1 into the machine's address and finds no GCS there.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
