@@ -71,6 +71,9 @@ RUNTIME = ("steps", "eval_every", "score_every", "checkpoint_every", "checkpoint
 
 EVAL_OVERLAP = ("auto", "on", "off")
 SEED_MAX = 2**62  # a run seeds generators with seed + 1 and more (each must fit torch's 64 bits)
+# The seed of the toy datasets' held-out draw (data/toy.py). A run's data stream is seeded with its
+# own seed: a run seeded with this one would train on exactly the points it is scored on.
+HELDOUT_SEED = 1_000_003
 
 
 class ConfigError(ValueError):
@@ -254,6 +257,9 @@ class GanConfig:
         if self.seed > SEED_MAX:
             raise ConfigError("seed", self.seed, f"an integer in [0, {SEED_MAX}] (torch's generators take 64-bit "
                               "seeds, and a run seeds several from it)")
+        if self.seed == HELDOUT_SEED:
+            raise ConfigError("seed", self.seed, f"any integer in [0, {SEED_MAX}] but {HELDOUT_SEED}: it draws the toy "
+                              "data's held-out set, and a run's data stream is seeded with its seed")
         _check_int("n_critic", self.n_critic, low=1)
         _check_positive("lr_g", self.lr_g)
         _check_positive("lr_d", self.lr_d)

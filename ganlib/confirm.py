@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .config import HYPERPARAMS, STRUCTURAL, GanConfig
+from .config import HELDOUT_SEED, HYPERPARAMS, STRUCTURAL, GanConfig
 
 SEED_OFFSET = 1_000_000  # confirmation seeds: sweep seed + this + j, never a search trial's seed
 FINAL_EVAL_FACTOR = 8
@@ -70,7 +70,9 @@ def pick_candidates(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any
 
 
 def seeds_for(sweep_seed: int, count: int) -> list[int]:
-    return [sweep_seed + SEED_OFFSET + j for j in range(count)]
+    """Fresh seeds, past the held-out draw's (a run seeded with it trains on its scoring points)."""
+    seeds = (sweep_seed + SEED_OFFSET + j for j in range(count + 1))
+    return [s for s in seeds if s != HELDOUT_SEED][:count]
 
 
 def confirmation_configs(candidates: list[Candidate], seeds: list[int], eval_samples: int,

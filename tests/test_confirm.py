@@ -72,6 +72,30 @@ def test_a_runner_up_ranked_below_for_a_failed_seed_is_compared_on_both_sides():
     assert "NOT" not in describe(out)
 
 
+def test_no_confirmation_seed_is_the_held_out_draws():
+    # a run's data stream is seeded with its seed: seeded with the held-out draw's, its training
+    # batches would be the very points it is scored on (sweep seed 3: 1,000,003 among the first 3)
+    import torch
+
+    from ganlib.config import HELDOUT_SEED
+    from ganlib.data import ring8
+
+    for sweep_seed in range(6):
+        seeds = seeds_for(sweep_seed, 5)
+        assert HELDOUT_SEED not in seeds and len(set(seeds)) == 5 and min(seeds) > 1000
+    data = ring8()
+    held = {tuple(p) for p in data.heldout.tolist()}
+
+    def shared(seed):  # training points of 100 batches of 64 that are held-out points, exactly
+        stream = torch.Generator().manual_seed(seed)
+        return sum(tuple(p) in held for _ in range(100) for p in data.sample(64, stream).tolist())
+    assert shared(HELDOUT_SEED) > 100 and shared(7) == 0  # why: one stream, the same numbers
+    with pytest.raises(Exception, match="but 1000003: it draws the toy data's held-out set"):
+        from ganlib.config import GanConfig
+
+        GanConfig.from_dict({"seed": HELDOUT_SEED})
+
+
 def test_candidates_are_distinct_healthy_configurations_with_fresh_seeds():
     rows = [{"trial_id": t, "status": st, "best_score": s} for t, st, s in (
         ("a", "completed", 0.3), ("a2", "completed", 0.31), ("b", "collapsed", 0.1), ("c", "stalled", 0.5))]
