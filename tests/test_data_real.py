@@ -133,7 +133,8 @@ def test_parquet_png_images_with_split(tmp_path, hf_struct):
     assert data.train[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 40, 50]
     assert data.train[:, 0, 1, 2].eq(255).all() and data.heldout[:, 0, 1, 2].eq(1.0).all()
     assert data.heldout[:, 0, 3, 4].eq(-1.0).all()
-    assert data.heldout[:, 0, 0, 0].tolist() == pytest.approx([v / 127.5 - 1 for v in (60, 70, 80, 90)])
+    # the held-out rows in a fixed random order, not the file's (metrics take its first n)
+    assert sorted(data.heldout[:, 0, 0, 0].tolist()) == pytest.approx([v / 127.5 - 1 for v in (60, 70, 80, 90)])
     a = data.sample(32, torch.Generator().manual_seed(0))
     b = data.sample(32, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.dtype == torch.float32 and a.min() >= -1 and a.max() <= 1
@@ -221,3 +222,70 @@ def test_parquet_bad_inputs(tmp_path):
     pq.write_table(_image_table(3, ["train"] * 3), tmp_path / "notest.parquet")
     with pytest.raises(ValueError, match="no 'test'"):
         parquet_dataset(str(tmp_path / "notest.parquet"))
+
+
+def test_a_held_out_split_written_grouped_by_class_is_scored_on_every_class(tmp_path):
+    # test rows stored mode by mode: the first 64 held-out rows in file order are one mode
+    modes = np.repeat(np.arange(8), 64)
+    x = np.stack([np.cos(modes * np.pi / 4), np.sin(modes * np.pi / 4)], 1).astype(np.float32)
+    table = pa.table({"x": pa.array(list(x), pa.list_(pa.float32(), 2)), "split": ["test"] * len(x)})
+    pq.write_table(pa.concat_tables([pa.table({"x": pa.array(list(x), pa.list_(pa.float32(), 2)),
+                                               "split": ["train"] * len(x)}), table]), tmp_path / "g.parquet")
+    first = parquet_dataset(str(tmp_path / "g.parquet")).heldout[:64]
+    assert len({tuple(np.round(p, 3)) for p in first.tolist()}) == 8
+    assert torch.equal(first, parquet_dataset(str(tmp_path / "g.parquet")).heldout[:64])  # fixed order
+
+
+def test_a_hive_partitioned_split_is_read_from_the_folder_names(tmp_path):
+    import pyarrow.dataset as pds
+
+    x = np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
+    table = pa.table({"x": pa.array(list(x), pa.list_(pa.float32(), 2)), "split": ["train"] * 16 + ["test"] * 4})
+    pds.write_dataset(table, tmp_path / "parts", format="parquet", partitioning=["split"],
+                      partitioning_flavor="hive")
+    data = parquet_dataset(str(tmp_path / "parts"))
+    assert len(data.train) == 16 and sorted(data.heldout[:, 0].tolist()) == [32.0, 34.0, 36.0, 38.0]
+
+
+def _pixel_table(values, dtype, shape="1,2,2"):
+    schema = pa.schema([("x", pa.list_(dtype))], metadata={b"ganlib.shape": shape.encode()})
+    return pa.table({"x": pa.array([list(v) for v in values], pa.list_(dtype))}, schema=schema)
+
+
+@pytest.mark.parametrize("values, dtype, shape, error", [
+    ([[0, 128, 255, 7]] * 10, pa.int64(), "1,2,2", None),  # Python ints: int64 pixels 0..255
+    ([[0, 300, 255, 7]] * 10, pa.int64(), "1,2,2", "integer pixels must be 0..255"),
+    ([[0.0, 0.5, 1.0, 200.0]] * 10, pa.float32(), "1,2,2", "float pixels must be finite and in"),
+    ([[0.0, float("nan"), 1.0, 0.0]] * 10, pa.float32(), "1,2,2", "float pixels must be finite and in"),
+    ([[0] * 12] * 10, pa.uint8(), "2,2,3", "must be channels first"),
+])
+def test_image_vectors_are_pixels_checked_against_their_range_and_shape(tmp_path, values, dtype, shape, error):
+    pq.write_table(_pixel_table(values, dtype, shape), tmp_path / "p.parquet")
+    if error is None:
+        data = parquet_dataset(str(tmp_path / "p.parquet"))
+        assert data.train.dtype == torch.uint8 and data.train[0].flatten().tolist() == [0, 128, 255, 7]
+    else:
+        with pytest.raises(ValueError, match=error):
+            parquet_dataset(str(tmp_path / "p.parquet"))
+
+
+def test_image_bytes_greyscale_16_bit_and_mixed_modes(tmp_path):
+    ramp = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4096 + 4095)
+    sixteen = io.BytesIO()
+    Image.fromarray(ramp).save(sixteen, format="PNG")  # uint16: mode I;16
+    grey_alpha = io.BytesIO()
+    Image.new("LA", (4, 4), (100, 255)).save(grey_alpha, format="PNG")
+    grey = _png(np.full((4, 4), 50, np.uint8))
+    table = pa.table({"image": [sixteen.getvalue(), grey_alpha.getvalue()] + [grey] * 8})
+    pq.write_table(table, tmp_path / "m.parquet")
+    data = parquet_dataset(str(tmp_path / "m.parquet"))
+    assert data.sample_shape == (1, 4, 4)  # greyscale with alpha stays greyscale
+    everything = torch.cat([data.train.float(), (data.heldout + 1) * 127.5])  # held out: in [-1, 1]
+    # 16 bits scaled to 8 (Pillow's convert("L") clips them: nearly all white)
+    assert (ramp >> 8).astype(np.uint8).tolist() in [img[0].round().int().tolist() for img in everything]
+    colour = _png(np.full((4, 4, 3), 9, np.uint8))  # one colour image: every image is RGB
+    pq.write_table(pa.table({"image": [colour, grey] * 5}), tmp_path / "c.parquet")
+    assert parquet_dataset(str(tmp_path / "c.parquet")).sample_shape == (3, 4, 4)
+    pq.write_table(pa.table({"image": [[1, 2]] * 4}), tmp_path / "a.parquet")  # arrays, not encoded bytes
+    with pytest.raises(ValueError, match="must hold encoded image bytes"):
+        parquet_dataset(str(tmp_path / "a.parquet"))

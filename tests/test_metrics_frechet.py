@@ -118,6 +118,15 @@ def test_real_stats_are_computed_once_per_key(tmp_path):
     assert fresh.rows == 0
     assert torch.equal(entry.sigma, cache.get("toy/heldout", real, extractor).sigma)
 
+    # the same key, other samples (a dataset rewritten at its path): not the old statistics
+    rewritten = FeatureStats(disk_dir=tmp_path).get("toy/heldout", real + 1.0, CountingIdentity())
+    assert torch.allclose(rewritten.mu, entry.mu + 1.0)
+    # keys that differ only where a file name cannot ('/' vs '_'), and a key longer than a file name
+    one = FeatureStats(disk_dir=tmp_path).get("parquet:/data/cats/v2.parquet/heldout", real, CountingIdentity())
+    other = FeatureStats(disk_dir=tmp_path).get("parquet:/data/cats_v2.parquet/heldout", real, CountingIdentity())
+    assert torch.equal(one.mu, other.mu) and len(list(tmp_path.glob("*cats*"))) == 2  # two entries, not one
+    FeatureStats(disk_dir=tmp_path).get("parquet:s3://bucket/" + "x" * 300 + "/heldout", real, CountingIdentity())
+
     uncached = CountingIdentity()
     fid_kid(real, fake, uncached, kid_subsets=5, kid_subset_size=50)
     fid_kid(real, fake, uncached, kid_subsets=5, kid_subset_size=50)

@@ -9,16 +9,18 @@ names start with ``_`` or ``.`` such as ``_SUCCESS`` are skipped):
 
 * ``image`` column of encoded image bytes (PNG, JPEG, anything PIL opens), either ``binary`` or a
   struct with a ``bytes`` field as Hugging Face ``datasets`` writes it. Decoded to uint8
-  (C, H, W): greyscale stays 1 channel, everything else becomes RGB. All images must share one
-  shape. kind "image".
+  (C, H, W): a set of greyscale images (8 or 16 bits, with or without alpha) stays 1 channel,
+  a set with any colour image becomes RGB. All images must share one size. kind "image".
 * ``x`` column of numeric vectors (fixed-size or variable lists, all the same length) ->
-  float32, kind "vector". If the schema metadata has ``ganlib.shape`` (e.g. ``b"1,8,8"``) the
-  vectors are reshaped to that image shape, kind "image": a uint8 column is taken as pixels in
-  [0, 255], any other type as floats already in [-1, 1].
+  float32, kind "vector". If the schema metadata has ``ganlib.shape`` (channels first, e.g.
+  ``b"1,8,8"``, C 1 or 3) the vectors are reshaped to that image shape, kind "image": integers
+  are pixels in [0, 255] (checked), floats must already be in [-1, 1] (checked).
 * ``image`` wins when both columns are present.
-* optional ``split`` string column: "train" rows are trained on, "test" or "heldout" rows are
-  the held-out set. Without it a fixed 10% is held out (``split_heldout(x, 0.1, seed=0)``) so
-  every trial sees the same split.
+* optional ``split`` string column (or hive folders ``split=train/``, ``split=test/``): "train"
+  rows are trained on, "test" or "heldout" rows are the held-out set, in a fixed random order
+  (metrics take its first ``eval_samples``: a file grouped by class would give a few classes).
+  Without it a fixed 10% is held out (``split_heldout(x, 0.1, seed=0)``) so every trial sees
+  the same split.
 
 URIs: ``s3://``, ``gs://``, ``hdfs://``, ``file://`` ... go through
 ``pyarrow.fs.FileSystem.from_uri`` (credentials come from the environment as pyarrow reads
@@ -84,7 +86,9 @@ def parquet_dataset(uri: str) -> TensorDataset:
     import pyarrow.dataset as pds
 
     filesystem, path = _resolve(uri)
-    data = pds.dataset(path, filesystem=filesystem, format="parquet")
+    # hive partitioning: a folder written with partition_cols=["split"] (split=train/, split=test/)
+    # has its split in the folder names, not in the files
+    data = pds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
     schema, names = data.schema, data.schema.names
     column = "image" if "image" in names else "x" if "x" in names else None
     if column is None:
@@ -106,18 +110,35 @@ def parquet_dataset(uri: str) -> TensorDataset:
             x, kind = x.float(), "vector"
         else:
             dims = tuple(int(d) for d in shape.decode().split(","))
+            if len(dims) != 3 or dims[0] not in (1, 3):
+                raise ValueError(f"parquet data {uri!r}: ganlib.shape {dims} must be channels first, C,H,W with "
+                                 "C 1 or 3 (an H,W,C image is stored transposed)")
             if int(np.prod(dims)) != x.shape[1]:
                 raise ValueError(f"parquet data {uri!r}: ganlib.shape {dims} does not match vector "
                                  f"length {x.shape[1]}")
-            # uint8 stays pixels (to_unit_range maps it); anything else is floats in [-1, 1].
-            x = x if x.dtype == torch.uint8 else x.float()
-            x, kind = x.reshape(len(x), *dims), "image"
+            x, kind = _pixels(x, uri).reshape(len(x), *dims), "image"
 
     if "split" in columns:
         train, heldout = _by_split(x, table.column("split").to_pylist(), uri)
     else:
         train, heldout = split_heldout(x, HELDOUT_FRACTION, SPLIT_SEED)
     return TensorDataset(f"parquet:{uri}", kind, tuple(x.shape[1:]), heldout, train=train)
+
+
+def _pixels(x: torch.Tensor, uri: str) -> torch.Tensor:
+    """Image values as the models take them: integers are 0..255 pixels (uint8, which
+    to_unit_range maps to [-1, 1]), floats must already be in [-1, 1]."""
+    if not x.is_floating_point():
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"parquet data {uri!r}: integer pixels must be 0..255, found {low}..{high}")
+        return x.to(torch.uint8)
+    x = x.float()
+    if not torch.isfinite(x).all() or x.min() < -1 or x.max() > 1:
+        raise ValueError(f"parquet data {uri!r}: float pixels must be finite and in [-1, 1] (the generator's "
+                         f"tanh range), found {x.min().item():.4g}..{x.max().item():.4g}; store 0..255 integers "
+                         "or rescale")
+    return x
 
 
 def _resolve(uri: str):
@@ -138,25 +159,42 @@ def _decode_images(column, uri: str) -> torch.Tensor:
     import pyarrow as pa
     from PIL import Image
 
-    column = column.combine_chunks()
     if pa.types.is_struct(column.type):  # Hugging Face Image feature: struct<bytes, path>
         if column.type.get_field_index("bytes") < 0:
             raise ValueError(f"parquet data {uri!r}: struct column 'image' has no 'bytes' field")
-        column = column.field("bytes")
-    images = []
-    for i, blob in enumerate(column.to_pylist()):
+    elif not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        raise ValueError(f"parquet data {uri!r}: column 'image' must hold encoded image bytes (PNG, JPEG...), got "
+                         f"{column.type}; store arrays as an 'x' column of numbers with ganlib.shape")
+    # chunk by chunk: one column of over 2 GiB of bytes cannot be combined into one array
+    blobs = [blob for chunk in column.chunks
+             for blob in (chunk.field("bytes") if pa.types.is_struct(column.type) else chunk).to_pylist()]
+    opened = []
+    for i, blob in enumerate(blobs):
         if blob is None:
             raise ValueError(f"parquet data {uri!r}: image {i} has no bytes")
-        img = Image.open(io.BytesIO(blob))
-        # Greyscale stays 1 channel; palette, RGBA, CMYK ... become RGB (alpha is dropped).
-        img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-        a = np.asarray(img, dtype=np.uint8)
+        opened.append(Image.open(io.BytesIO(blob)))
+    # One mode for the whole set: greyscale (with or without alpha, 8 or 16 bits) stays 1 channel
+    # unless any image has colour, then all are RGB (palette, RGBA, CMYK...; alpha is dropped).
+    grey = all(img.mode in GREY_MODES for img in opened)
+    images = []
+    for img in opened:
+        a = _grey(img) if grey else np.asarray(img.convert("RGB"), dtype=np.uint8)
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise ValueError(f"parquet data {uri!r}: images must share one shape, found "
                          f"{sorted(shapes)[:5]}; resize them when writing the dataset")
     return torch.from_numpy(np.stack(images))
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _grey(img) -> np.ndarray:
+    """8-bit greyscale: 16-bit values scaled (Pillow's convert("L") clips them at 255)."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
+        return (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 def _vectors(column, uri: str) -> torch.Tensor:
@@ -177,7 +215,9 @@ def _vectors(column, uri: str) -> torch.Tensor:
     values = column.flatten()  # respects offsets, so sliced / chunked lists are safe
     if values.null_count or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         raise ValueError(f"parquet data {uri!r}: column 'x' must hold non-null numbers, got {t}")
-    dtype = np.uint8 if pa.types.is_uint8(values.type) else np.float32
+    # integers kept as integers (image pixels are checked and cast by _pixels), floats float32
+    dtype = np.uint8 if pa.types.is_uint8(values.type) else np.int64 if pa.types.is_integer(values.type) \
+        else np.float32
     array = values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
     return torch.from_numpy(array.reshape(len(column), lengths.pop()).copy())
 
@@ -191,4 +231,7 @@ def _by_split(x: torch.Tensor, split: list, uri: str) -> tuple[torch.Tensor, tor
     if not held.any():
         # An empty held-out set would make every metric meaningless; say so now, not mid-sweep.
         raise ValueError(f"parquet data {uri!r}: the 'split' column has no 'test'/'heldout' rows")
-    return x[~held], x[held]
+    # In a fixed random order: metrics take its first n (eval_samples), and files are often
+    # written grouped by class, where the first n would be a few classes only
+    heldout = x[held]
+    return x[~held], heldout[torch.randperm(len(heldout), generator=torch.Generator().manual_seed(SPLIT_SEED))]

@@ -136,7 +136,7 @@ def save_classifier(net: _SmallClassifier, path: str | Path, **info) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # two trainings into one shared cache
     torch.save({"state_dict": state, "version": WEIGHTS_VERSION, "arch": type(net).__name__, **info}, tmp)
     os.replace(tmp, path)
     return path

@@ -20,6 +20,7 @@ global RNG, which would make scores irreproducible and shift the training RNG st
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -74,7 +75,7 @@ class FeatureStats:
         full_key = (key, extractor.name, len(real_x))
         if full_key in self._memory:
             return self._memory[full_key]
-        path = self._path(full_key)
+        path = self._path(full_key, real_x)
         if path is not None and path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             entry = FeatureSet(saved["features"], saved["mu"], saved["sigma"])
@@ -89,12 +90,18 @@ class FeatureStats:
         self._memory[full_key] = entry
         return entry
 
-    def _path(self, full_key: tuple[str, str, int]) -> Path | None:
+    def _path(self, full_key: tuple[str, str, int], real_x: Tensor) -> Path | None:
+        """On disk the samples' own bytes are part of the key: a dataset rewritten at the same path
+        (same name, same count) must not get the statistics of the old one. The file is named by a
+        digest of it all (a readable prefix first): paths differing only in '/' vs '_' do not meet,
+        and a long URI makes no over-long file name."""
         if self.disk_dir is None:
             return None
         key, name, n = full_key
-        safe = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", s)
-        return self.disk_dir / f"{safe(key)}__{safe(name)}__n{n}.pt"
+        digest = hashlib.sha256("\0".join((key, name, str(n))).encode())
+        digest.update(real_x.detach().cpu().contiguous().numpy().tobytes())
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{key}__{name}")[-80:]
+        return self.disk_dir / f"{readable}__n{n}__{digest.hexdigest()[:16]}.pt"
 
 
 DEFAULT_CACHE = FeatureStats()  # process-wide, memory only: every evaluator in a worker shares it
