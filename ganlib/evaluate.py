@@ -74,6 +74,14 @@ _DISK_CACHES: dict[str, FeatureStats] = {}
 # reused actor) share one copy, not K (Inception is ~100 MB of weights, read and hashed per load).
 # Shared across evaluation threads: extractors run in eval mode, without state to change.
 _EXTRACTORS: dict[tuple[str, str, str | None, str], Any] = {}
+# Extractors the sweep's driver handed this process (tune.trainable): a worker node may lack the
+# LeNet or Inception file the driver's pre-flight found, or hold other weights under its name.
+_SHIPPED: dict[tuple[str, str, str | None], Any] = {}
+
+
+def use_extractor(data, inception_weights: str | None, extractor) -> None:
+    """Evaluators of ``data`` in this process use ``extractor`` instead of loading their own."""
+    _SHIPPED[(data.name, data.kind, inception_weights)] = extractor
 _BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
 
 
@@ -132,8 +140,9 @@ class Evaluator:
         self.primary = primary_metric(data)
         key = (data.name, data.kind, cfg.inception_weights, str(trainer.device))
         if key not in _EXTRACTORS:
-            extractor = feature_extractor_for(data.name, data.kind, inception_path=cfg.inception_weights)
-            _EXTRACTORS[key] = extractor.to(trainer.device)
+            extractor = _SHIPPED.get(key[:3]) or feature_extractor_for(data.name, data.kind,
+                                                                       inception_path=cfg.inception_weights)
+            _EXTRACTORS[key] = copy.deepcopy(extractor).to(trainer.device)
         self.extractor = extractor = _EXTRACTORS[key]
         self.feature_extractor = extractor.name  # logged as a tag: scores of other extractors don't compare
         self.real = _real_stats_cache(extractor).get(f"{data.name}/heldout", data.heldout, self.extractor)

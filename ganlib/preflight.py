@@ -28,6 +28,7 @@ class Prepared:
     primary: str  # the metric trials are scored on
     feature_extractor: str
     model_kind: str
+    extractor: Any = None  # the FID feature extractor itself: trials get this one (a worker may lack its file)
 
 
 def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
@@ -102,7 +103,7 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
         raise PreflightError(f"no feature extractor for dataset {settings.dataset!r}: {err}") from None
     check_storage(settings.storage_path)  # leaves nothing behind
     check_tracking(settings.tracking_uri)  # may create a local store: last
-    return Prepared(space, base, primary_metric(data), extractor.name, model_kind)
+    return Prepared(space, base, primary_metric(data), extractor.name, model_kind, extractor)
 
 
 def check_tracking(uri: str) -> None:

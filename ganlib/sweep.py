@@ -197,7 +197,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
     real_points = data.heldout[:2000].numpy() if data.sample_shape == (2,) else None
     logger = SweepLogger(settings.tracking_uri, experiment_id, parent_run_id, settings.steps, space.fields, tags,
                          plan.log_hparams, real_points)
-    run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1)
+    run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1,
+                    extractor=prepared.extractor)
     # Schedulers draw from the driver's global RNGs (PBT's donors, Hyperband's brackets): seed them.
     random.seed(settings.seed)
     np.random.seed(settings.seed)
@@ -216,7 +217,8 @@ def _run_tune(settings, prepared, plan, data, client, experiment_id: str, parent
         raise SweepInterrupted(summary)
     confirmation = None
     if settings.confirm_top and "best" in summary:
-        run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1)
+        run = trainable(data, settings.cpus_per_trial, settings.gpus_per_trial, cohort=settings.cohort > 1,
+                        extractor=prepared.extractor)
         confirmation, confirm_rows, more = _confirm_stage(settings, prepared, plan, built, results, run, client,
                                                           experiment_id, parent_run_id, logger)
         undelivered += more

@@ -90,7 +90,7 @@ def trial_device(requested: str) -> str:
     return "cuda" if ray.get_gpu_ids() else "cpu"
 
 
-def train_gan(config: dict[str, Any], data: Dataset | None = None) -> None:
+def train_gan(config: dict[str, Any], data: Dataset | None = None, extractor=None) -> None:
     """Build everything from ``config`` (so sampled values apply from step 0), resume from
     Tune's checkpoint when there is one, train, report every ``eval_every`` steps.
 
@@ -102,12 +102,13 @@ def train_gan(config: dict[str, Any], data: Dataset | None = None) -> None:
     config = {**config, "device": trial_device(config.get("device", "auto"))}
     if data is not None and data.name != config.get("dataset", GanConfig.dataset):
         data = None  # a space that searches the dataset: build the trial's own
+    _use_shipped(data, config, extractor)
     checkpoint = tune.get_checkpoint()
     resume = restore_state(checkpoint) if checkpoint is not None else None
     train(config, _tune_reporter, resume=resume, data=data, allow_hparam_change=True)
 
 
-def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> None:
+def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None, extractor=None) -> None:
     """A cohort trial (``--cohort K``): the config's members (``cohort_search.MEMBERS_KEY``) over
     its run settings, trained together (``cohort_run.train_cohort``). Each result holds every
     member's latest metrics under ``members`` (keyed by place in the cohort) and, for Tune's
@@ -124,6 +125,7 @@ def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> N
     configs = [{**base, **member} for member in config[MEMBERS_KEY]]
     if data is not None and data.name != configs[0].get("dataset", GanConfig.dataset):
         data = None
+    _use_shipped(data, base, extractor)
     trial_id = tune.get_context().get_trial_id()
     rungs = ray.get_actor(config[RUNGS_KEY]) if config.get(RUNGS_KEY) else None
     rung_steps = set(base.get("checkpoint_steps") or ()) if rungs is not None else set()
@@ -150,9 +152,19 @@ def train_cohort_trial(config: dict[str, Any], data: Dataset | None = None) -> N
     train_cohort(configs, report, resume=resume, data=data, decide=decide)
 
 
-def trainable(data: Dataset | None, cpus: float, gpus: float, cohort: bool = False):
-    """The function Tune runs for each trial, with its resources and the shared dataset."""
+def trainable(data: Dataset | None, cpus: float, gpus: float, cohort: bool = False, extractor=None):
+    """The function Tune runs for each trial, with its resources, the shared dataset and the FID
+    feature extractor the driver's pre-flight loaded (so every node scores in the feature space
+    the sweep's tag names, and a node without the extractor's file can score at all)."""
     from ray import tune
 
     function = train_cohort_trial if cohort else train_gan
-    return tune.with_resources(tune.with_parameters(function, data=data), {"cpu": cpus, "gpu": gpus})
+    return tune.with_resources(tune.with_parameters(function, data=data, extractor=extractor),
+                               {"cpu": cpus, "gpu": gpus})
+
+
+def _use_shipped(data: Dataset | None, config: dict[str, Any], extractor) -> None:
+    if data is not None and extractor is not None:
+        from .evaluate import use_extractor
+
+        use_extractor(data, config.get("inception_weights"), extractor)

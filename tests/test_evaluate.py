@@ -90,6 +90,30 @@ def test_a_feature_extractor_is_loaded_once_per_process_and_device(tiny, monkeyp
     assert torch.equal(members[0].extractor(fake), real("digits", "image")(fake))  # the same features
 
 
+def test_a_trial_scores_with_the_extractor_the_driver_shipped_not_its_nodes_file(tiny, monkeypatch):
+    # on a cluster a worker may lack the LeNet / Inception file the driver's pre-flight found, or
+    # hold other weights under its name: trials get the driver's extractor (tune.trainable)
+    import copy as copying
+
+    import ganlib.evaluate
+    from ganlib.metrics.features import feature_extractor_for
+
+    monkeypatch.setattr(ganlib.evaluate, "_EXTRACTORS", {})
+    monkeypatch.setattr(ganlib.evaluate, "_SHIPPED", {})
+    monkeypatch.setattr(ganlib.evaluate, "feature_extractor_for", lambda *a, **kw: pytest.fail("loaded a file"))
+    digits = dict(tiny, dataset="digits", loss="wgan")
+    trainer = Trainer(digits)
+    shipped = copying.deepcopy(feature_extractor_for("digits", "image"))
+    with torch.no_grad():
+        for p in shipped.parameters():
+            p.mul_(0.5)  # other weights than the file's: the driver's are the ones used
+    ganlib.evaluate.use_extractor(trainer.data, None, shipped)
+    evaluator = Evaluator(trainer)
+    fake = trainer.sample(32)
+    assert torch.equal(evaluator.extractor(fake), shipped(fake))
+    assert not torch.equal(shipped(fake), feature_extractor_for("digits", "image")(fake))
+
+
 def test_w_critic_corr_is_the_rank_correlation_of_the_run_so_far(tiny):
     history, _ = _history(dict(tiny, loss="wgan", clip=0.1, steps=12, eval_every=2))
     assert "w_critic_corr" not in history[0] and "w_critic_corr" not in history[1]  # undefined below 3
