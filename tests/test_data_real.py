@@ -289,3 +289,17 @@ def test_image_bytes_greyscale_16_bit_and_mixed_modes(tmp_path):
     pq.write_table(pa.table({"image": [[1, 2]] * 4}), tmp_path / "a.parquet")  # arrays, not encoded bytes
     with pytest.raises(ValueError, match="must hold encoded image bytes"):
         parquet_dataset(str(tmp_path / "a.parquet"))
+
+
+def test_vectors_and_images_are_read_chunk_by_chunk_in_order(tmp_path):
+    # several row groups: pyarrow hands the columns over in chunks, which are never combined into
+    # one array (a column over 2 GiB cannot be); the rows keep their order
+    x = np.arange(30 * 2, dtype=np.float32).reshape(30, 2)
+    table = pa.table({"x": pa.array(list(x), pa.list_(pa.float32())), "split": ["train"] * 24 + ["test"] * 6})
+    pq.write_table(table, tmp_path / "v.parquet", row_group_size=7)
+    assert pq.read_table(tmp_path / "v.parquet").column("x").num_chunks > 1
+    assert parquet_dataset(str(tmp_path / "v.parquet")).train.tolist() == x[:24].tolist()
+    images = pa.table({"image": [_png(np.full((2, 2), i, np.uint8)) for i in range(12)],
+                       "split": ["train"] * 10 + ["test"] * 2})
+    pq.write_table(images, tmp_path / "i.parquet", row_group_size=5)
+    assert parquet_dataset(str(tmp_path / "i.parquet")).train[:, 0, 0, 0].tolist() == list(range(10))

@@ -202,7 +202,7 @@ def _vectors(column, uri: str) -> torch.Tensor:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = column.combine_chunks()
+    # chunk by chunk (no combine_chunks: one list column over 2 GiB cannot be one array)
     t = column.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise ValueError(f"parquet data {uri!r}: column 'x' must be a list of numbers, got {t}")
@@ -212,7 +212,7 @@ def _vectors(column, uri: str) -> torch.Tensor:
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"parquet data {uri!r}: vectors in 'x' must share one non-zero length, "
                          f"found lengths {sorted(lengths)[:5]}")
-    values = column.flatten()  # respects offsets, so sliced / chunked lists are safe
+    values = pc.list_flatten(column)  # respects offsets, so sliced / chunked lists are safe
     if values.null_count or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         raise ValueError(f"parquet data {uri!r}: column 'x' must hold non-null numbers, got {t}")
     # integers kept as integers (image pixels are checked and cast by _pixels), floats float32
