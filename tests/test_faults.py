@@ -236,12 +236,12 @@ def test_an_unreachable_tracking_server_is_refused_at_once(tmp_path):
 
 
 # -- training that goes wrong --------------------------------------------------------------------
-def trial_that_raises_for_one_config(config, data=None):
+def trial_that_raises_for_one_config(config, data=None, extractor=None):
     if config.get("lr_d") == 0.0123:
         raise ValueError("the trainer broke on purpose")
     from ganlib.tune import train_gan as real  # the workers' own, unpatched module
 
-    real(config, data)
+    real(config, data, extractor)
 
 
 def test_diverged_and_raising_trials_are_told_and_the_sweep_completes(local_ray, tmp_path, monkeypatch):

@@ -322,7 +322,7 @@ def test_pbt_exploits_within_the_space_and_logs_the_config_it_runs(local_ray, tm
     assert any(a.path.startswith("config/step_") for a in client.list_artifacts(run_id, "config"))
 
 
-def failing_trial(config, data=None):
+def failing_trial(config, data=None, extractor=None):
     raise RuntimeError("this trial always fails")
 
 
