@@ -77,12 +77,12 @@ _EXTRACTORS: dict[tuple[str, str, str | None, str], Any] = {}
 # Extractors the sweep's driver handed this process (tune.trainable): a worker node may lack the
 # LeNet or Inception file the driver's pre-flight found, or hold other weights under its name.
 _SHIPPED: dict[tuple[str, str, str | None], Any] = {}
+_BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
 
 
 def use_extractor(data, inception_weights: str | None, extractor) -> None:
     """Evaluators of ``data`` in this process use ``extractor`` instead of loading their own."""
     _SHIPPED[(data.name, data.kind, inception_weights)] = extractor
-_BASELINES: dict[tuple, float] = {}  # (dataset, extractor, n) -> the constant generator's primary metric
 
 
 @dataclass
@@ -140,9 +140,10 @@ class Evaluator:
         self.primary = primary_metric(data)
         key = (data.name, data.kind, cfg.inception_weights, str(trainer.device))
         if key not in _EXTRACTORS:
-            extractor = _SHIPPED.get(key[:3]) or feature_extractor_for(data.name, data.kind,
-                                                                       inception_path=cfg.inception_weights)
-            _EXTRACTORS[key] = copy.deepcopy(extractor).to(trainer.device)
+            shipped = _SHIPPED.get(key[:3])  # copied: .to() moves a module in place, and it is the caller's
+            extractor = copy.deepcopy(shipped) if shipped is not None else \
+                feature_extractor_for(data.name, data.kind, inception_path=cfg.inception_weights)
+            _EXTRACTORS[key] = extractor.to(trainer.device)
         self.extractor = extractor = _EXTRACTORS[key]
         self.feature_extractor = extractor.name  # logged as a tag: scores of other extractors don't compare
         self.real = _real_stats_cache(extractor).get(f"{data.name}/heldout", data.heldout, self.extractor)

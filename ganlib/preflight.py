@@ -84,15 +84,15 @@ def preflight(settings: SweepSettings, cwd: Path | None = None) -> Prepared:
     try:
         for point in space.start_points() or [{}]:
             GanConfig.from_dict({**base, **space.fixed, **space.to_config(point)})
-        for corner in space.corner_configs():  # what the data makes of the model: a DCGAN on 2-D points...
-            resolved = resolve_model_defaults(GanConfig.from_dict({**base, **corner}), data)
+        corners = [(c, GanConfig.from_dict({**base, **c})) for c in space.corner_configs()]
+        for corner, config in corners:  # what the data makes of the model: a DCGAN on 2-D points...
+            resolved = resolve_model_defaults(config, data)
             if resolved.model == "dcgan" and "depth" in corner:  # ...a depth it would ignore, logged as if used
                 raise ConfigError("depth", corner["depth"], f"unset with model 'dcgan' in space {space.name!r} (the "
                                   "DCGAN's depth follows the image size)")
     except ConfigError as err:
         raise PreflightError(f"sweep settings: {err}") from None
-    if settings.cohort > 1 and any(GanConfig.from_dict({**base, **c}).d_norm == "spectral"
-                                   for c in space.corner_configs()):
+    if settings.cohort > 1 and any(config.d_norm == "spectral" for _, config in corners):
         raise PreflightError(str(SettingsError(
             "cohort", settings.cohort, f"1 for space {space.name!r}: some of its configurations use spectral "
             "normalisation (d_norm 'spectral'), which cohorts cannot stack (torch 2.14's vmap has no batching rule "

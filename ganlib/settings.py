@@ -252,14 +252,12 @@ def check_settings(s: SweepSettings) -> None:
     if not (isinstance(gpus, (int, float)) and math.isfinite(gpus) and 0 <= gpus <= 1):
         raise SettingsError("gpus_per_trial", gpus, "0, a fraction in (0, 1) that shares a GPU, or 1: a trial "
                             "trains on one GPU (more would sit idle)")
-    if s.device not in ("auto", "cpu", "cuda") and not (s.device.startswith("cuda:") and s.device[5:].isdigit()):
-        raise SettingsError("device", s.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if s.device not in ("auto", "cpu", "cuda", "cuda:0"):
+        raise SettingsError("device", s.device, "'auto', 'cpu', 'cuda' or 'cuda:0': a trial sees only the GPU Ray "
+                            "gave it, numbered 0")
     if s.device.startswith("cuda") and gpus == 0:
         raise SettingsError("device", s.device, "'auto' or 'cpu' with --gpus-per-trial 0: a trial uses CUDA only "
                             "when Ray gave it a GPU (set --gpus-per-trial)")
-    if s.device.startswith("cuda:") and s.device != "cuda:0":
-        raise SettingsError("device", s.device, "'cuda' or 'cuda:0': a trial sees only the GPU Ray gave it, "
-                            "numbered 0")
     if s.eval_overlap not in EVAL_OVERLAP:
         raise SettingsError("eval_overlap", s.eval_overlap, "one of " + ", ".join(EVAL_OVERLAP))
     if s.searcher not in SEARCHERS:

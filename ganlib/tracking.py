@@ -327,14 +327,20 @@ class SweepLogger(Callback):
         # The config this result was trained under: a PBT exploit replaces trial.config in the
         # scheduler's hook, before callbacks see the result that triggered it.
         config = dict(result.get("config") or trial.config)
-        metrics = numeric_metrics(result, first=self.tags.get("primary_metric"))
+        metrics = self._metrics(result, config)
         if self.log_hparams:
-            metrics.update({f"hp_{k}": v for k, v in numeric_metrics(_public(config)).items()
-                            if k in self.searched})
             if self.configs.get(trial.trial_id, config) != config:
                 self.queue.put(self._log_config_change, trial.trial_id, config, int(result.get("step", 0)))
             self.configs[trial.trial_id] = config
         self.queue.put(self._log_result, trial.trial_id, config, metrics, int(result.get("step", 0)))
+
+    def _metrics(self, result: dict[str, Any], config: dict[str, Any] | None) -> dict[str, float]:
+        """What a result logs: its numbers, the primary metric first, and under PBT the searched
+        hyperparameters it was trained with (``hp_*``)."""
+        metrics = numeric_metrics(result, first=self.tags.get("primary_metric"))
+        if self.log_hparams and config:
+            metrics.update({f"hp_{k}": v for k, v in numeric_metrics(_public(config)).items() if k in self.searched})
+        return metrics
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, errored=False)
@@ -385,23 +391,19 @@ class SweepLogger(Callback):
                 results.append(json.loads(line))
             except ValueError:
                 continue  # the last line, cut short by the kill
-        primary = self.tags.get("primary_metric")
-        members = self._member_configs(trial) if MEMBERS_KEY in trial.config else [(trial.trial_id, None)]
+        cohort = MEMBERS_KEY in trial.config
+        members = self._member_configs(trial) if cohort else [(trial.trial_id, None)]
         for k, (run_key, _) in enumerate(members):
             run_id = self.runs.get(run_key) or find_trial_run(client, self.experiment_id, self.parent_run_id, run_key)
             if run_id is None:
                 continue
             logged = {int(m.step) for m in client.get_metric_history(run_id, "step")}
             for result in results:
-                own = result if MEMBERS_KEY not in trial.config else (result.get("members") or {}).get(str(k))
+                own = (result.get("members") or {}).get(str(k)) if cohort else result
                 if not own or "step" not in own or int(own["step"]) in logged:
                     continue  # a member's last metrics repeat once it ended; a step trained again repeats
                 step = int(own["step"])
-                metrics = numeric_metrics(own, first=primary)
-                if self.log_hparams and isinstance(result.get("config"), dict):
-                    metrics.update({f"hp_{n}": v for n, v in numeric_metrics(_public(result["config"])).items()
-                                    if n in self.searched})
-                log_metrics(client, run_id, metrics, step)
+                log_metrics(client, run_id, self._metrics(own, None if cohort else result.get("config")), step)
                 logged.add(step)
 
     # -- cohort trials: one run per member, ended when the member ends ----------------------------
@@ -557,13 +559,13 @@ class SweepLogger(Callback):
         """on_experiment_end for a cohort: ended in an earlier driver session (close what that
         driver left open), or interrupted now."""
         if trial.status in ("TERMINATED", "ERROR") and trial.trial_id not in self.started:
-            last = members_of(trial.last_result)
-            for k, (mid, config) in enumerate(self._member_configs(trial)):
+            last, configs = members_of(trial.last_result), self._member_configs(trial)
+            for k, (mid, config) in enumerate(configs):
                 verdict = self.verdicts.get(mid) or trial_status(last.get(k), self.steps, errored)
                 self.verdicts[mid] = verdict
                 self.queue.put(self._close_if_open, mid, config, *verdict, None, "FAILED" if errored else "FINISHED")
             if trial.checkpoint is not None:  # that driver may have been killed before the artifacts
-                self.queue.put(self._member_artifacts, self._member_configs(trial), trial.checkpoint, True)
+                self.queue.put(self._member_artifacts, configs, trial.checkpoint, True)
             return
         self._finish_cohort(trial, False, interrupted=True)
 

@@ -10,6 +10,7 @@ anything heavy.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 from contextlib import contextmanager
@@ -30,8 +31,6 @@ _BASIC_VARIANTS, _SEARCHER = ("basic-variant-state-*.json",), ("search_gen_state
 def _state_file(name: str) -> tuple[str, str] | None:
     """(kind, driver session) of a Tune state file, the kind being its pattern; None for any
     other file."""
-    import fnmatch
-
     for pattern in TUNE_STATE_FILES:
         if fnmatch.fnmatch(name, pattern):
             prefix, suffix = pattern.split("*")
@@ -64,14 +63,10 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
     machine (``_staged_copy``), where there is one: a stage's first session has no session before
     it, and setting it aside would leave nothing to restore (met in CI: the confirmation stage's
     basic variant generator state cut short by the kill)."""
-    import pyarrow.fs as pafs
-    from ray.train._internal.storage import get_fs_and_path
-
-    fs, root = get_fs_and_path(experiment_path)
-    try:
-        names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
-    except OSError:  # no such folder (yet)
+    listed = _files(experiment_path)
+    if listed is None:
         return []
+    fs, root, names = listed
     sessions: dict[str, dict[str, str]] = {}  # session -> {file name: kind}
     for name in names:
         if (found := _state_file(name)) is not None:
@@ -84,7 +79,7 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
         kinds = set(sessions[session].values())
         needed = before | {TUNE_STATE_FILES[0]} | set(
             _BASIC_VARIANTS if _BASIC_VARIANTS[0] in kinds else _SEARCHER)
-        missing = {kind.replace("*", session): kind for kind in needed - set(sessions[session].values())}
+        missing = {kind.replace("*", session): kind for kind in needed - kinds}
         unreadable = []
         for name in sessions[session]:
             try:
@@ -113,20 +108,29 @@ def set_aside_unreadable_state(experiment_path: str) -> list[str]:
     return aside
 
 
-def start_afresh_without_state(experiment_path: str) -> bool:
-    """Before a restore, after ``set_aside_unreadable_state``: a Tune run with its ``tuner.pkl``
-    but no experiment state left (its driver was killed before Tune saved a whole one) cannot be
-    restored (Tune fails, and would on every resume): its ``tuner.pkl`` is set aside, so that the
-    stage runs again from the start. Returns whether it was."""
+def _files(experiment_path: str):
+    """(filesystem, root, names of the files in it) of a Tune run's folder; None if there is none."""
     import pyarrow.fs as pafs
     from ray.train._internal.storage import get_fs_and_path
 
     fs, root = get_fs_and_path(experiment_path)
     try:
-        names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File}
-    except OSError:
+        return fs, root, [i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
+                          if i.type == pafs.FileType.File]
+    except OSError:  # no such folder (yet)
+        return None
+
+
+def start_afresh_without_state(experiment_path: str) -> bool:
+    """Before a restore, after ``set_aside_unreadable_state``: a Tune run with its ``tuner.pkl``
+    but no experiment state left (its driver was killed before Tune saved a whole one) cannot be
+    restored (Tune fails, and would on every resume): its ``tuner.pkl`` is set aside, so that the
+    stage runs again from the start. Returns whether it was."""
+    listed = _files(experiment_path)
+    if listed is None:
         return False
-    if "tuner.pkl" not in names or any((_state_file(n) or ("",))[0] == TUNE_STATE_FILES[0] for n in names):
+    fs, root, names = listed
+    if "tuner.pkl" not in names or any(fnmatch.fnmatch(n, TUNE_STATE_FILES[0]) for n in names):
         return False
     fs.move(f"{root}/tuner.pkl", f"{root}/tuner.pkl.set-aside")
     logger.warning("Tune run %s has no whole experiment state (its driver was killed before Tune saved one): "

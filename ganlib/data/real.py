@@ -159,7 +159,8 @@ def _decode_images(column, uri: str) -> torch.Tensor:
     import pyarrow as pa
     from PIL import Image
 
-    if pa.types.is_struct(column.type):  # Hugging Face Image feature: struct<bytes, path>
+    struct = pa.types.is_struct(column.type)  # Hugging Face Image feature: struct<bytes, path>
+    if struct:
         if column.type.get_field_index("bytes") < 0:
             raise ValueError(f"parquet data {uri!r}: struct column 'image' has no 'bytes' field")
     elif not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
@@ -167,7 +168,7 @@ def _decode_images(column, uri: str) -> torch.Tensor:
                          f"{column.type}; store arrays as an 'x' column of numbers with ganlib.shape")
     # chunk by chunk: one column of over 2 GiB of bytes cannot be combined into one array
     blobs = [blob for chunk in column.chunks
-             for blob in (chunk.field("bytes") if pa.types.is_struct(column.type) else chunk).to_pylist()]
+             for blob in (chunk.field("bytes") if struct else chunk).to_pylist()]
     opened = []
     for i, blob in enumerate(blobs):
         if blob is None:
@@ -198,7 +199,8 @@ def _grey(img) -> np.ndarray:
 
 
 def _vectors(column, uri: str) -> torch.Tensor:
-    """(N, D) tensor from a list / fixed-size-list column; uint8 kept, other numbers float32."""
+    """(N, D) tensor from a list / fixed-size-list column; uint8 kept, other integers int64,
+    floats float32."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

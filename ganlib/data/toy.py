@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import HELDOUT_SEED  # noqa: F401 - one fixed held-out draw for every trial: scores compare
+from ..config import HELDOUT_SEED  # one fixed held-out draw for every trial: scores compare
 from .base import Dataset
 
 HELDOUT_SIZE = 4096
