@@ -6,12 +6,22 @@ other. ``--resume`` without ``--name`` continues the latest unfinished sweep, wh
 sweep still running in another terminal; so ``--resume`` asks first. On the driver's own host
 the answer is exact: the PID and its start time (a PID alone can be reused). From another host
 it cannot be told, and ``still_running`` says so (None).
+
+The record is written once Ray has started, seconds after the check: two ``--resume`` runs
+started together would both pass it. So a driver first ``claim``s its sweep on its host, an
+exclusive ``flock`` on a file named after the sweep's Tune path, held until the driver ends (the
+kernel drops it when the process dies, however it dies); the loser is refused. Drivers submitted
+with ``ray job submit`` all run on the head, so the claim covers them; two drivers on different
+hosts fall back to the record above.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,3 +71,43 @@ def still_running(recorded: str) -> bool | None:
     except PermissionError:
         return True
     return True
+
+
+class SweepClaimed(Exception):
+    """Another process on this host drives the sweep; ``holder`` is its ``identity``."""
+
+    def __init__(self, key: str, holder: str):
+        self.key, self.holder = key, holder
+        super().__init__(f"{key} is claimed by {holder}")
+
+
+def claims_dir() -> Path:
+    """Where the claims' files live: ``$GANLIB_DRIVER_CLAIMS``, else a folder of this user's in
+    the temporary directory (the drivers of one cluster run as one user on its head)."""
+    return Path(os.environ.get("GANLIB_DRIVER_CLAIMS") or Path(tempfile.gettempdir()) / f"ganlib-drivers-{os.getuid()}")
+
+
+class Claim:
+    """This process's exclusive claim on ``key`` (a sweep's Tune path) until ``release`` or the
+    process's end. Raises SweepClaimed if another process holds it."""
+
+    def __init__(self, key: str, folder: Path | None = None):
+        folder = folder or claims_dir()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.key, self.path = key, folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".claim")
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            self.release()
+            raise SweepClaimed(key, holder) from None
+        # The file is never removed (a removal races with a process that has it open): each
+        # holder writes who it is, for the refusal's message.
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{identity()}\n{key}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the lock
+            self._fd = None

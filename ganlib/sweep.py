@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .driver import identity, still_running
+from .driver import Claim, SweepClaimed, identity, still_running
 from .driver import parse as parse_driver
 from .preflight import PreflightError, preflight
 from .settings import SettingsError, SweepSettings, UsageError, resume_mismatches, settings_from_args
@@ -53,10 +53,8 @@ class SweepInterrupted(Exception):
         super().__init__("interrupted")
 
 
-def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -> str:
+def _resume_target(settings: SweepSettings, client, experiment_id: str | None):
     """The parent run of the sweep ``--resume`` continues; the settings take its name."""
-    from ray import tune
-
     from .tracking import find_sweep_run
 
     parent = None
@@ -68,14 +66,23 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
                 f"tags.ganlib_role = 'sweep' and tags.sweep_base = '{settings.base_name}' and "
                 "tags.sweep_state != 'finished'"), max_results=1, order_by=["attributes.start_time DESC"])
             parent = runs[0] if runs else None
-    which = f"named {settings.name!r}" if settings.name_given else f"of {settings.base_name!r} left unfinished"
     if parent is None:
+        which = f"named {settings.name!r}" if settings.name_given else f"of {settings.base_name!r} left unfinished"
         raise PreflightError(f"--resume: there is no sweep {which} in MLflow experiment {settings.experiment!r} at "
                              f"{settings.tracking_uri}; run without --resume to start one")
-    name, state = parent.data.tags["sweep_name"], parent.data.tags.get("sweep_state", "running")
+    settings.name = parent.data.tags["sweep_name"]
+    return parent
+
+
+def _check_resumable(settings: SweepSettings, parent) -> None:
+    """Refuses a resume of a finished sweep, of one whose driver still runs, of one started with
+    other settings, and of one without Tune state."""
+    from ray import tune
+
+    name, state = settings.name, parent.data.tags.get("sweep_state", "running")
     if state == "finished":
-        raise PreflightError(f"--resume: the latest sweep {which}, {name!r}, finished: nothing to resume "
-                             "(start a new sweep without --resume)")
+        raise PreflightError(f"--resume: sweep {name!r} finished: nothing to resume (start a new sweep without "
+                             "--resume)")
     driver = parent.data.tags.get("driver", "")
     if state == "running" and driver:  # unfinished, and no driver has said it stopped
         who = parse_driver(driver)
@@ -88,7 +95,6 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
             print(f"warning: --resume: sweep {name!r} was last driven from {host} (PID {pid}), which cannot be "
                   "checked from here; if that driver still runs, stop this one: two drivers run the trials twice",
                   file=sys.stderr)
-    settings.name = name
     differing = resume_mismatches(settings, parent.data.params)
     if differing:
         raise PreflightError(f"--resume: sweep {name!r} was started with other settings: {', '.join(differing)}; "
@@ -96,7 +102,19 @@ def _resume_target(settings: SweepSettings, client, experiment_id: str | None) -
     if not tune.Tuner.can_restore(settings.experiment_path):
         raise PreflightError(f"--resume: sweep {name!r} has no Tune state under {settings.experiment_path} "
                              "(it was stopped before Tune saved any); start a new sweep")
-    return parent.info.run_id
+
+
+def _claim(settings: SweepSettings) -> Claim:
+    """This driver's claim on the sweep's Tune path, taken before the checks that a second driver
+    of the same sweep must fail (see ``driver.py``)."""
+    try:
+        return Claim(settings.experiment_path)
+    except SweepClaimed as err:
+        who = parse_driver(err.holder.splitlines()[0])
+        pid = who.pid if who else "?"
+        raise PreflightError(f"sweep {settings.name!r} is being driven by another process on this machine (PID {pid}): "
+                             "one sweep takes one driver (wait for it, or stop it first; another --name starts a "
+                             "new sweep)") from None
 
 
 def run_sweep(settings: SweepSettings) -> dict[str, Any]:
@@ -105,18 +123,33 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
     prepared = preflight(settings)
     from ray import tune
 
-    from .cluster import check_joined_cluster, connect
-    from .data import load_dataset
-    from .plan import plan_sweep
-    from .tracking import client_for, get_or_create_experiment, start_sweep_run
+    from .tracking import client_for
 
     client = client_for(settings.tracking_uri)
     existing = client.get_experiment_by_name(settings.experiment)
     if settings.resume:
-        parent_run_id = _resume_target(settings, client, existing.experiment_id if existing else None)
-    elif tune.Tuner.can_restore(settings.experiment_path):
-        raise PreflightError(f"--name {settings.name!r}: a sweep of that name already exists under "
-                             f"{settings.storage_path}; --resume continues it, another --name starts a new one")
+        parent = _resume_target(settings, client, existing.experiment_id if existing else None)
+    claim = _claim(settings)
+    try:
+        parent_run_id = None
+        if settings.resume:  # read again under the claim: a driver that held it may have changed it
+            parent = client.get_run(parent.info.run_id)
+            _check_resumable(settings, parent)
+            parent_run_id = parent.info.run_id
+        elif tune.Tuner.can_restore(settings.experiment_path):
+            raise PreflightError(f"--name {settings.name!r}: a sweep of that name already exists under "
+                                 f"{settings.storage_path}; --resume continues it, another --name starts a new one")
+        return _run_claimed(settings, prepared, client, parent_run_id)
+    finally:
+        claim.release()
+
+
+def _run_claimed(settings: SweepSettings, prepared, client, parent_run_id: str | None) -> dict[str, Any]:
+    from .cluster import check_joined_cluster, connect
+    from .data import load_dataset
+    from .plan import plan_sweep
+    from .tracking import get_or_create_experiment, start_sweep_run
+
     plan = plan_sweep(settings, prepared.space)
     data = load_dataset(settings.dataset, settings.data_root)
     cluster = connect(settings)

@@ -300,6 +300,29 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
             proc.kill()
 
 
+def test_two_resumes_of_one_sweep_started_together_drive_it_once(tmp_path):
+    """Both check the parent run's driver record before either writes its own (that happens
+    once Ray has started): without the claim on the sweep both pass and run its trials twice.
+    With it, one resumes the sweep and the other is refused before it starts anything."""
+    flags = ["--num-trials", "1", "--steps", "20", "--eval-every", "10", "--confirm-top", "0"]
+    first = subprocess.run(sweep_argv(tmp_path, "twice", *flags), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client, [parent], _ = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "twice")
+    client.set_tag(parent.info.run_id, "sweep_state", "interrupted")  # as a Ctrl-C leaves it
+    client.set_terminated(parent.info.run_id, "KILLED")
+    procs = [subprocess.Popen(sweep_argv(tmp_path, "twice", *flags, "--resume"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert sorted(proc.returncode for proc in procs) == [0, 2], errors
+    refused = errors[[proc.returncode for proc in procs].index(2)]
+    # the claim refuses it; the driver record only if the other had already written it
+    assert ("is being driven by another process on this machine" in refused
+            or "'twice' is still running: its driver" in refused), refused
+    assert refused.count("\n") == 1 and "Traceback" not in refused
+    client, [parent], _ = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "twice")
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_state"] == "finished"
+
+
 def test_a_private_ray_closed_beside_the_report_leaves_no_process_behind():
     """The sweep writes its report while its private Ray shuts down (Cluster.close_in_background):
     the call returns at once, close() waits for the end, and by then every process of the cluster

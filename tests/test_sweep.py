@@ -350,7 +350,7 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path, monkeypatch)
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10))
     with pytest.raises(PreflightError, match="there is no sweep named 'other'"):
         run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, name="other", resume=True))
-    with pytest.raises(PreflightError, match="'t', finished: nothing to resume"):
+    with pytest.raises(PreflightError, match="sweep 't' finished: nothing to resume"):
         run_sweep(settings(tmp_path, resume=True))
     with pytest.raises(PreflightError, match="a sweep of that name already exists"):
         run_sweep(settings(tmp_path, num_trials=1))
@@ -378,7 +378,7 @@ def test_resume_refuses_what_cannot_be_resumed(local_ray, tmp_path, monkeypatch)
 
 
 def test_resume_without_a_name_continues_the_latest_unfinished_sweep_not_the_latest_one(tmp_path):
-    from ganlib.sweep import _resume_target
+    from ganlib.sweep import _check_resumable, _resume_target
     from ganlib.tracking import client_for, get_or_create_experiment, start_sweep_run
 
     space = load_space("wgan_clip")
@@ -389,7 +389,7 @@ def test_resume_without_a_name_continues_the_latest_unfinished_sweep_not_the_lat
         client.set_tag(run_id, "sweep_state", state)
     unnamed = settings(tmp_path, name=None, resume=True)
     with pytest.raises(PreflightError, match="sweep 'interrupted' has no Tune state"):
-        _resume_target(unnamed, client, experiment_id)  # not 'newest', which finished
+        _check_resumable(unnamed, _resume_target(unnamed, client, experiment_id))  # not 'newest', which finished
     client.set_tag(client.search_runs([experiment_id], "tags.sweep_name = 'interrupted'")[0].info.run_id,
                    "sweep_state", "finished")
     with pytest.raises(PreflightError, match="there is no sweep of 'wgan_clip-ring8' left unfinished"):
@@ -435,6 +435,43 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, cap
     client.set_tag(parent.info.run_id, "driver", "garbage")  # not an identity: the same warning, no crash
     run_sweep(settings(tmp_path, num_trials=1, steps=10, eval_every=10, resume=True))
     assert "was last driven from garbage (PID ?)" in capsys.readouterr().err
+
+
+def test_a_sweep_claimed_by_a_live_driver_process_is_refused_and_freed_when_it_dies(tmp_path):
+    """The claim is an flock held by the driver's process: another process on the host cannot
+    take it, for a new sweep of that name or a resume, and it is free as soon as the holder dies,
+    however it dies (SIGKILL here), with nothing to clean up."""
+    import subprocess
+    import sys
+
+    from ganlib.driver import Claim, SweepClaimed
+    from ganlib.tracking import client_for, get_or_create_experiment, start_sweep_run
+
+    held = settings(tmp_path, name="held")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from ganlib.driver import Claim; c = Claim(sys.argv[1]); print('held', flush=True); "
+        "sys.stdin.read()"), held.experiment_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(SweepClaimed, match=f" {holder.pid} "):
+            Claim(held.experiment_path)
+        Claim(settings(tmp_path, name="other").experiment_path).release()  # another sweep is free
+        with pytest.raises(PreflightError, match=rf"sweep 'held' is being driven by another process on this "
+                                                 rf"machine \(PID {holder.pid}\)"):
+            run_sweep(settings(tmp_path, name="held", num_trials=1))  # a new sweep of that name
+        client = client_for(held.tracking_uri)
+        run_id = start_sweep_run(client, get_or_create_experiment(client, held.experiment), held,
+                                 load_space("wgan_clip"), "plan")
+        client.set_tag(run_id, "sweep_state", "interrupted")
+        with pytest.raises(PreflightError, match=rf"\(PID {holder.pid}\)"):
+            run_sweep(settings(tmp_path, name=None, resume=True))  # its resume, found by base name
+    finally:
+        holder.kill()
+        holder.wait()
+    # free once its holder is gone: the resume goes on to its own checks (this one has no Tune state)
+    with pytest.raises(PreflightError, match="sweep 'held' has no Tune state"):
+        run_sweep(settings(tmp_path, name=None, resume=True))
+    Claim(held.experiment_path).release()
 
 
 def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
