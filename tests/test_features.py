@@ -1,5 +1,6 @@
 """Feature extractors: committed digits weights, the LeNet cache path, local Inception weights."""
 
+import hashlib
 import struct
 
 import pytest
@@ -22,7 +23,11 @@ from ganlib.metrics.features import (
 def test_committed_digits_weights_classify_heldout_digits():
     assert DIGITS_WEIGHTS.stat().st_size < 1_000_000
     ext = feature_extractor_for("digits", "image")
-    assert ext.name == "digits_cnn_v1"
+    state = torch.load(DIGITS_WEIGHTS, weights_only=True)["state_dict"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode() + state[name].numpy().tobytes())
+    assert ext.name == f"digits_cnn_{h.hexdigest()[:8]}"
     _, _, held_x, held_y = digits_with_labels()
     with torch.no_grad():
         acc = (ext.net(held_x).argmax(1) == held_y).double().mean().item()
@@ -31,6 +36,20 @@ def test_committed_digits_weights_classify_heldout_digits():
     ext.train()  # ignored: features stay deterministic (no dropout)
     f1, f2 = ext(held_x[:16]), ext(held_x[:16])
     assert f1.shape == (16, 64) and torch.equal(f1, f2) and not f1.requires_grad
+
+
+def test_retrained_digits_weights_score_under_another_name_and_resaved_ones_under_the_same(tmp_path):
+    """Cached real statistics and the runs' ``feature_extractor`` tag are keyed by the name: weights
+    with other values must not share it, the same values saved again must."""
+    checkpoint = torch.load(DIGITS_WEIGHTS, weights_only=True)
+    committed = load_digits_features().name
+    torch.save(checkpoint, tmp_path / "resaved.pt")
+    assert load_digits_features(tmp_path / "resaved.pt").name == committed
+    nudged = dict(checkpoint, state_dict={k: v.clone() for k, v in checkpoint["state_dict"].items()})
+    first = sorted(nudged["state_dict"])[0]
+    nudged["state_dict"][first].view(-1)[0] += 1e-3
+    torch.save(nudged, tmp_path / "retrained.pt")
+    assert load_digits_features(tmp_path / "retrained.pt").name not in (committed, "digits_cnn_untrained")
 
 
 def test_digits_training_cli_checks_accuracy_before_writing(tmp_path):

@@ -6,8 +6,9 @@ are NOT comparable; neither are scores from the same architecture with different
 why the names of user-trained or user-supplied weights carry a hash of the weights file.
 
 * ``IdentityFeatures`` ("identity"): the flattened sample, for vector data.
-* ``DigitsFeatures`` ("digits_cnn_v1"): a small CNN classifier of 1x8x8 digits, weights committed
-  in ``weights/digits_cnn.pt`` (retrain with ``python -m ganlib.metrics.train_features digits``).
+* ``DigitsFeatures`` ("digits_cnn_<hash>"): a small CNN classifier of 1x8x8 digits, weights committed
+  in ``weights/digits_cnn.pt`` (retrain with ``python -m ganlib.metrics.train_features digits``);
+  the hash is of the weights' values, so a retrained file renames it and a re-saved one does not.
 * ``LeNetFeatures`` ("<dataset>_lenet_<hash>"): LeNet-style classifier of 1x28x28 MNIST /
   Fashion-MNIST, weights trained once per machine into the user cache folder.
 * ``InceptionFeatures`` ("inception_v3_pytorch_fid_<hash>"): the standard FID Inception-v3 pool3
@@ -41,6 +42,16 @@ def cache_dir() -> Path:
 def lenet_weights_path(dataset: str, cache: str | Path | None = None) -> Path:
     """``<cache>/features/<dataset>_lenet.pt``, ``cache`` defaulting to ``cache_dir()``."""
     return Path(cache or cache_dir()).expanduser() / "features" / f"{dataset}_lenet.pt"
+
+
+def state_digest(state: dict[str, Tensor], length: int = 8) -> str:
+    """A hash of a state dict's names and values (not of a file's bytes, which the same values
+    saved by another torch version change)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:length]
 
 
 def file_digest(path: str | Path, length: int = 8) -> str:
@@ -164,11 +175,13 @@ class _ClassifierFeatures(FeatureExtractor):
 
 
 class DigitsFeatures(_ClassifierFeatures):
-    """64-d features of the committed digits CNN. Bump the version in the name whenever the
-    committed weights change: cached real statistics are keyed by it."""
+    """64-d features of the committed digits CNN; the name carries a hash of its weights (cached
+    real statistics and the runs' ``feature_extractor`` tag are keyed by it), so retrained
+    weights never score under the committed ones' name."""
 
-    def __init__(self, net: DigitsCNN | None = None, heldout_accuracy: float = float("nan")) -> None:
-        super().__init__(net if net is not None else DigitsCNN(), "digits_cnn_v1", heldout_accuracy)
+    def __init__(self, net: DigitsCNN | None = None, heldout_accuracy: float = float("nan"),
+                 digest: str = "untrained") -> None:
+        super().__init__(net if net is not None else DigitsCNN(), f"digits_cnn_{digest}", heldout_accuracy)
 
 
 class LeNetFeatures(_ClassifierFeatures):
@@ -183,7 +196,7 @@ class LeNetFeatures(_ClassifierFeatures):
 def load_digits_features(path: str | Path = DIGITS_WEIGHTS) -> DigitsFeatures:
     net = DigitsCNN()
     checkpoint = _load_classifier(net, Path(path))
-    return DigitsFeatures(net, float(checkpoint["heldout_accuracy"]))
+    return DigitsFeatures(net, float(checkpoint["heldout_accuracy"]), state_digest(net.state_dict()))
 
 
 def load_lenet_features(dataset: str, cache: str | Path | None = None) -> LeNetFeatures:
