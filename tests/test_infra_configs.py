@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -577,6 +579,128 @@ def test_ray_pods_have_shm_and_service_accounts(name, template):
         assert not [e for e in env if e.startswith("MLFLOW_TRACKING")]  # trials never talk to MLflow
 
 
+# -- where the Ray head runs -------------------------------------------------------------------
+# Labels of real nodes (what the cloud, the node provisioner or NVIDIA's GPU feature discovery
+# puts on them) besides the ones every node has. The head must go to the first kind only; each
+# node of the other two carries exactly one label that should keep the head away, so every
+# expression of the head's rule is needed. infra/aws/ganlib-cluster.yaml creates no node group
+# (it takes an existing cluster's name for Pod Identity), so the EKS node group here is what EKS
+# labels a managed on-demand node group with, of the launcher's head instance type.
+_HEAD_INSTANCE = ("m6i.xlarge", 4, 16, 58)  # infra/ray/aws-gpu.yaml's head; vCPU, GiB, max pods (VPC CNI)
+
+
+def _node(instance_type: str, labels: dict[str, str]) -> dict[str, str]:
+    return {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": "node-1",
+            "topology.kubernetes.io/zone": "us-west-2a", "node.kubernetes.io/instance-type": instance_type, **labels}
+
+
+ON_DEMAND_CPU_NODES = {
+    "eks-managed-on-demand": _node(_HEAD_INSTANCE[0], {
+        "eks.amazonaws.com/capacityType": "ON_DEMAND", "eks.amazonaws.com/nodegroup": "system",
+        "eks.amazonaws.com/nodegroup-image": "ami-0123456789abcdef0"}),
+    "karpenter-on-demand": _node("m6i.xlarge", {
+        "karpenter.sh/capacity-type": "on-demand", "karpenter.sh/nodepool": "default",
+        "karpenter.k8s.aws/instance-family": "m6i", "karpenter.k8s.aws/instance-cpu": "4"}),
+    "karpenter-reserved": _node("m6i.xlarge", {"karpenter.sh/capacity-type": "reserved",
+                                               "karpenter.sh/nodepool": "default"}),
+    "eks-auto-mode-on-demand": _node("m6i.xlarge", {
+        "eks.amazonaws.com/compute-type": "auto", "karpenter.sh/capacity-type": "on-demand",
+        "eks.amazonaws.com/instance-family": "m6i"}),
+    "gke-standard": _node("n2-standard-4", {"cloud.google.com/gke-nodepool": "default-pool",
+                                            "cloud.google.com/machine-family": "n2"}),
+    "aks-regular": _node("Standard_D4s_v5", {"kubernetes.azure.com/agentpool": "system",
+                                             "kubernetes.azure.com/mode": "system"}),
+    "unlabelled": _node("m6i.xlarge", {}),  # self-managed nodes, kind, ...
+}
+GPU_NODES = {
+    "eks-managed-gpu-with-gfd": _node("g5.xlarge", {
+        "eks.amazonaws.com/capacityType": "ON_DEMAND", "eks.amazonaws.com/nodegroup": "gpu",
+        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-A10G"}),
+    "karpenter-gpu-on-demand": _node("g5.xlarge", {
+        "karpenter.sh/capacity-type": "on-demand", "karpenter.k8s.aws/instance-gpu-count": "1",
+        "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia", "karpenter.k8s.aws/instance-gpu-name": "a10g"}),
+    "eks-auto-mode-gpu-on-demand": _node("g5.xlarge", {
+        "eks.amazonaws.com/compute-type": "auto", "karpenter.sh/capacity-type": "on-demand",
+        "eks.amazonaws.com/instance-gpu-count": "1", "eks.amazonaws.com/instance-gpu-manufacturer": "nvidia"}),
+    "gke-gpu": _node("g2-standard-8", {"cloud.google.com/gke-nodepool": "gpu-pool",
+                                       "cloud.google.com/gke-accelerator": "nvidia-l4"}),
+}
+SPOT_NODES = {
+    "eks-managed-spot": _node("c6i.2xlarge", {"eks.amazonaws.com/capacityType": "SPOT",
+                                              "eks.amazonaws.com/nodegroup": "cpu-spot"}),
+    "karpenter-spot": _node("c6i.2xlarge", {"karpenter.sh/capacity-type": "spot", "karpenter.sh/nodepool": "cpu"}),
+    "gke-spot": _node("n2-standard-8", {"cloud.google.com/gke-spot": "true",
+                                        "cloud.google.com/gke-provisioning": "spot"}),
+    "gke-preemptible": _node("n2-standard-8", {"cloud.google.com/gke-preemptible": "true"}),
+    "aks-spot": _node("Standard_D8s_v5", {"kubernetes.azure.com/scalesetpriority": "spot",
+                                          "kubernetes.azure.com/agentpool": "spot"}),
+}
+
+
+def _requirement_matches(requirement: dict, labels: dict[str, str]) -> bool:
+    """One NodeSelectorRequirement as the scheduler evaluates it: NotIn and DoesNotExist match
+    a node that lacks the label, In and Exists do not."""
+    key, operator, values = requirement["key"], requirement["operator"], requirement.get("values", [])
+    if operator in ("In", "NotIn"):
+        assert values, requirement  # the API server refuses an empty list
+        return (labels.get(key) in values) if operator == "In" else (key not in labels or labels[key] not in values)
+    if operator in ("Exists", "DoesNotExist"):
+        assert not values, requirement
+        return (key in labels) == (operator == "Exists")
+    raise AssertionError(f"operator {operator} is not evaluated here")
+
+
+def _term_matches(term: dict, labels: dict[str, str]) -> bool:
+    """A nodeSelectorTerm: all its expressions hold (AND); an empty term matches no node."""
+    assert not term.get("matchFields"), term
+    requirements = term.get("matchExpressions", [])
+    return bool(requirements) and all(_requirement_matches(r, labels) for r in requirements)
+
+
+def _head_pod(spec: dict) -> dict:
+    return spec["headGroupSpec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("kind", [k for k, _ in _cluster_specs()])
+def test_ray_head_is_kept_off_gpu_and_spot_nodes(kind):
+    """The head never leaves: on a GPU node it keeps that node from being scaled down, on a spot
+    node a reclaim kills the GCS and the sweep driver. A required node affinity of ONE term (terms
+    are ORed) excludes every GPU and spot label and admits any on-demand CPU node."""
+    spec = dict(_cluster_specs())[kind]
+    pod = _head_pod(spec)
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    [term] = required["nodeSelectorTerms"]
+    keys = {r["key"] for r in term["matchExpressions"]}
+    assert keys >= {"nvidia.com/gpu.present", "eks.amazonaws.com/capacityType", "karpenter.sh/capacity-type",
+                    "cloud.google.com/gke-spot", "cloud.google.com/gke-preemptible"}, keys
+    for name, labels in ON_DEMAND_CPU_NODES.items():
+        assert _term_matches(term, labels), (kind, "the head cannot go to", name)
+    for name, labels in {**GPU_NODES, **SPOT_NODES}.items():
+        assert not _term_matches(term, labels), (kind, "the head may go to", name)
+    assert "nodeSelector" not in pod  # a second place to keep in step
+    # the same expressions as several terms would admit any GPU or spot node: the check bites
+    ored = [{"matchExpressions": [r]} for r in term["matchExpressions"]]
+    assert any(_term_matches(t, GPU_NODES["eks-managed-gpu-with-gfd"]) for t in ored)
+    # the GPU taint keeps the head away too: the gpu group tolerates it, the head does not
+    gpu_tolerations = _group(spec, "gpu")["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu_tolerations
+    assert not [t for t in pod.get("tolerations", []) if t.get("key") in (None, "", "nvidia.com/gpu")]
+
+
+def test_ray_head_fits_an_on_demand_cpu_node_like_the_launchers_head():
+    """The head pod (its container and the autoscaler sidecar KubeRay adds) fits the on-demand
+    CPU node the docs name for it: the launcher's head type."""
+    aws = _aws()
+    assert aws["available_node_types"][aws["head_node_type"]]["node_config"]["InstanceType"] == _HEAD_INSTANCE[0]
+    cpu_room, mib_room = _allocatable(*_HEAD_INSTANCE[1:])
+    for kind, spec in _cluster_specs():
+        limits = [_head_pod(spec)["containers"][0]["resources"]["limits"],
+                  spec["autoscalerOptions"]["resources"]["limits"]]
+        cpu = sum(float(q["cpu"][:-1]) / 1000 if q["cpu"].endswith("m") else float(q["cpu"]) for q in limits)
+        assert cpu <= cpu_room, (kind, cpu, cpu_room)
+        assert sum(_quantity_mib(q["memory"]) for q in limits) <= mib_room, kind
+
+
 def _pod_templates() -> list[tuple[str, dict]]:
     out = []
     for kind, spec in _cluster_specs():
@@ -692,6 +816,93 @@ def test_network_policies_least_privilege():
     assert mlflow_labels["app.kubernetes.io/name"] == "ganlib-mlflow"
     ray = policies["ganlib-ray-between-ray-nodes"]["spec"]
     assert ray["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}]}]
+
+
+# -- Secrets: how the docs create them ----------------------------------------------------------
+SECRETS_EXAMPLE = K8S_DIR / "secrets.example.yaml"
+CLUSTER_DOC = REPO / "docs" / "cluster.md"
+# a key whose value is secret: passwords, keys, tokens, URIs with a password, the auth config
+SECRET_KEY = re.compile(r"pass|secret|key|token|uri|\.ini|^AWS_", re.IGNORECASE)
+
+
+def _shell_lines(text: str) -> list[str]:
+    """The lines of a page or a YAML header as shell: comment markers stripped (the templates'
+    commands are comments), continuation lines joined."""
+    lines, pending = [], ""
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    return lines
+
+
+def _create_secret_commands(text: str) -> dict[str, list[str]]:
+    """Secret name -> the --from-* arguments of each `kubectl ... create secret generic NAME`."""
+    out = {}
+    for line in _shell_lines(text):
+        if line.startswith("kubectl ") and " create secret generic " in line:
+            argv = shlex.split(line, comments=True)
+            out[argv[argv.index("generic") + 1]] = [a for a in argv if a.startswith("--from-")]
+    return out
+
+
+def _secret_refs(obj):
+    """(Secret, key) of every secretKeyRef and every key a secret volume mounts."""
+    if isinstance(obj, dict):
+        if "secretKeyRef" in obj:
+            yield obj["secretKeyRef"]["name"], obj["secretKeyRef"]["key"]
+        if "secretName" in obj:
+            yield from ((obj["secretName"], item["key"]) for item in obj.get("items", []))
+        for value in obj.values():
+            yield from _secret_refs(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _secret_refs(item)
+
+
+def _secret_templates() -> dict[str, set[str]]:
+    return {d["metadata"]["name"]: set(d["stringData"]) for d in _docs(SECRETS_EXAMPLE)}
+
+
+def test_secret_templates_hold_every_key_the_manifests_read():
+    templates = _secret_templates()
+    refs = {ref for name, doc in _all_k8s_docs() if name != SECRETS_EXAMPLE.name for ref in _secret_refs(doc)}
+    assert ("ganlib-mlflow-client", "password") in refs and ("ganlib-mlflow-server", "basic_auth.ini") in refs
+    assert not [(name, key) for name, key in refs if key not in templates.get(name, ())], refs
+
+
+@pytest.mark.parametrize("path", [CLUSTER_DOC, SECRETS_EXAMPLE], ids=lambda p: p.name)
+def test_secret_values_never_go_on_a_command_line(path):
+    """A value on a command line lands in the shell's history and in every user's `ps`, and
+    "$(openssl rand ...)" inside --from-literal hands it to kubectl's arguments all the same. The
+    Secrets are created from files (--from-file=KEY=PATH, --from-env-file), under the keys the
+    templates (and so the manifests) use; generated values lose openssl's newline (--from-file
+    keeps every byte); the AWS head's MLflow password goes to SSM from a file too."""
+    text = path.read_text()
+    literal_keys = re.findall(r"--from-literal=([^=\s]+)", text)
+    assert not [k for k in literal_keys if SECRET_KEY.search(k)], literal_keys
+    templates = _secret_templates()
+    commands = _create_secret_commands(text)
+    assert set(commands) == set(templates), commands
+    for name, flags in commands.items():
+        assert flags and all(f.startswith(("--from-file=", "--from-env-file=")) for f in flags), (name, flags)
+        file_keys = [f.split("=", 2)[1] for f in flags if f.startswith("--from-file=")]
+        assert all(f.count("=") >= 2 for f in flags if f.startswith("--from-file=")), flags  # KEY= explicit
+        if name == "ganlib-object-store":  # AWS_ACCESS_KEY_ID=... lines of an env file
+            assert [f for f in flags if f.startswith("--from-env-file=")], flags
+        else:
+            assert sorted(file_keys) == sorted(templates[name]), (name, file_keys)
+    lines = _shell_lines(text)
+    generated = [line for line in lines if re.search(r"openssl rand -\w+ \d+ *[|>]", line)]
+    assert generated and all("| tr -d '\\n' >" in line for line in generated), generated
+    assert all("--value file://" in line for line in lines if "ssm put-parameter" in line)
+    # the check bites: the commands this replaced
+    old = ("kubectl -n ganlib create secret generic ganlib-mlflow-client --from-literal=username=ganlib-sweeps "
+           "--from-literal=password=\"$(openssl rand -base64 24)\"")
+    assert [k for k in re.findall(r"--from-literal=([^=\s]+)", old) if SECRET_KEY.search(k)] == ["password"]
 
 
 # -- container image ---------------------------------------------------------------------------
