@@ -136,6 +136,33 @@ def _alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
+def no_node_fits(cpus: float, gpus: float, nodes: list[dict]) -> str | None:
+    """None if an alive node (``ray.nodes()``) has the CPUs and GPUs of one trial, else what the
+    nodes offer. A trial's resources are one placement-group bundle: one node must hold them all,
+    so a cluster of two 2-CPU nodes cannot run a 3-CPU trial."""
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        return None
+    most_cpus = max((r.get("CPU", 0) for r in alive), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in alive), default=0)
+    return (f"no node of the cluster has the {cpus:g} CPUs and {gpus:g} GPUs of one trial (--cpus-per-trial, "
+            f"--gpus-per-trial) now: the most any of its {len(alive)} nodes has is {most_cpus:g} CPUs and "
+            f"{most_gpus:g} GPUs")
+
+
+def warn_if_no_node_fits(settings: SweepSettings) -> None:
+    """A joined cluster that cannot place a trial leaves every trial PENDING: until an autoscaler
+    adds a node that fits, or for ever (Tune only warns, after 60 s, in the middle of its own
+    output). Whether an autoscaler runs, and what it may add, the driver cannot tell (the head
+    runs Ray's monitor on any cluster), so this is a warning at the start, not a refusal."""
+    import ray
+
+    missing = no_node_fits(settings.cpus_per_trial, settings.gpus_per_trial, ray.nodes())
+    if missing:
+        print(f"warning: {missing}; the trials wait until an autoscaler adds one that fits (a cluster without "
+              "one: stop with Ctrl-C and ask for less)", file=sys.stderr, flush=True)
+
+
 def check_joined_cluster(settings: SweepSettings, cluster: Cluster) -> None:
     """On a cluster of several nodes (or one that scales out), trials and their checkpoints
     move between nodes: Tune's storage must be shared by all of them. (MLflow needs nothing:

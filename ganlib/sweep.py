@@ -145,7 +145,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
 
 
 def _run_claimed(settings: SweepSettings, prepared, client, parent_run_id: str | None) -> dict[str, Any]:
-    from .cluster import check_joined_cluster, connect
+    from .cluster import check_joined_cluster, connect, warn_if_no_node_fits
     from .data import load_dataset
     from .plan import plan_sweep
     from .tracking import get_or_create_experiment, start_sweep_run
@@ -158,6 +158,8 @@ def _run_claimed(settings: SweepSettings, prepared, client, parent_run_id: str |
             check_joined_cluster(settings, cluster)
         except SettingsError as err:
             raise PreflightError(str(err)) from None
+        if not cluster.private:  # a private one was checked before it started
+            warn_if_no_node_fits(settings)
         experiment_id = get_or_create_experiment(client, settings.experiment)
         if not settings.resume:
             parent_run_id = start_sweep_run(client, experiment_id, settings, prepared.space, plan.description)
