@@ -108,6 +108,8 @@ def test_sweep_scales_gpu_workers_up_and_down(tmp_path):
             output = proc.stdout + proc.stderr
             assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
             assert "Sweep 'autoscale' finished" in output and "2 completed" in output, output[-6000:]
+            # at the start no node could place a trial (a 0-CPU head, no worker yet): said, then scaled
+            assert "warning: no node of the cluster has the 1 CPUs and 1 GPUs of one trial" in output, output[-6000:]
             print(f"sweep job: {time.time() - started:.0f} s")
 
             # The autoscaler added GPU workers (and nothing else: the trials need a GPU).
