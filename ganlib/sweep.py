@@ -109,6 +109,10 @@ def _claim(settings: SweepSettings) -> Claim:
     of the same sweep must fail (see ``driver.py``)."""
     try:
         return Claim(settings.experiment_path)
+    except OSError as err:  # no writable folder for claims: the sweep can run, unguarded
+        print(f"warning: could not claim sweep {settings.name!r} for this driver ({err}); a second driver of it on "
+              "this machine would not be refused (set GANLIB_DRIVER_CLAIMS to a writable folder)", file=sys.stderr)
+        return Claim.unclaimed(settings.experiment_path)
     except SweepClaimed as err:
         who = parse_driver(err.holder.splitlines()[0])
         pid = who.pid if who else "?"

@@ -437,7 +437,7 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs(local_ray, tmp_path, cap
     assert "was last driven from garbage (PID ?)" in capsys.readouterr().err
 
 
-def test_a_sweep_claimed_by_a_live_driver_process_is_refused_and_freed_when_it_dies(tmp_path):
+def test_a_sweep_claimed_by_a_live_driver_process_is_refused_and_freed_when_it_dies(tmp_path, monkeypatch, capsys):
     """The claim is an flock held by the driver's process: another process on the host cannot
     take it, for a new sweep of that name or a resume, and it is free as soon as the holder dies,
     however it dies (SIGKILL here), with nothing to clean up."""
@@ -472,6 +472,13 @@ def test_a_sweep_claimed_by_a_live_driver_process_is_refused_and_freed_when_it_d
     with pytest.raises(PreflightError, match="sweep 'held' has no Tune state"):
         run_sweep(settings(tmp_path, name=None, resume=True))
     Claim(held.experiment_path).release()
+    # no folder for claims (here a file stands where it would be): said, and the sweep goes on unguarded
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GANLIB_DRIVER_CLAIMS", str(tmp_path / "a-file" / "claims"))
+    capsys.readouterr()
+    with pytest.raises(PreflightError, match="sweep 'held' has no Tune state"):
+        run_sweep(settings(tmp_path, name=None, resume=True))
+    assert "warning: could not claim sweep 'held' for this driver" in capsys.readouterr().err
 
 
 def test_a_resume_whose_tune_state_cannot_be_restored_fails_before_any_trial(local_ray, tmp_path):
