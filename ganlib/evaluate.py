@@ -55,6 +55,7 @@ from .metrics.features import cache_dir, feature_extractor_for
 from .metrics.fid import DEFAULT_CACHE, FeatureStats, extract_features, fid, kid
 from .metrics.modes import mode_stats
 from .metrics.wasserstein import ConvergenceError, SlicedW1, critic_outputs, rank_correlation, w1_exact
+from .models import evaluation_copy
 from .trainer import GENERATOR_KEYS, CheckpointError, Trainer, load_checkpoint
 
 SWD_PROJECTIONS = 64
@@ -221,6 +222,7 @@ class Evaluator:
     def _critic_metrics(self, critic: torch.nn.Module, fake: torch.Tensor) -> dict[str, float]:
         """The critic's outputs on HELD-OUT real data and on the fakes, read as the loss reads them."""
         # on the same fixed held-out subset as the distances (eval_samples points, not the whole set)
+        critic = evaluation_copy(critic, self.trainer.device, self.data.kind == "image")
         real_out, fake_out = critic_outputs(critic, self.data.heldout[: len(fake)], fake)
         return self.trainer.loss.describe(real_out, fake_out)
 

@@ -21,7 +21,7 @@ from .config import HYPERPARAMS, STRUCTURAL, GanConfig, normalize_saved_config
 from .constraints import build_constraint
 from .data import Dataset, load_dataset
 from .losses import LOSSES
-from .models import build_models, resolve_model_defaults
+from .models import build_models, evaluation_copy, resolve_model_defaults
 from .optim import apply_hparams, build_optimizer
 
 # 2: the config names the loss and the constraint separately (format 1 checkpoints, whose loss
@@ -191,7 +191,8 @@ class Trainer:
         thread's). The noise is drawn on the CPU: CUDA's generator draws other numbers from the
         same seed, and a checkpoint is scored on the same samples on any device."""
         eval_rng = torch.Generator().manual_seed(seed)
-        network = self.generator if generator is None else generator
+        network = evaluation_copy(self.generator if generator is None else generator, self.device,
+                                  len(self.data.sample_shape) == 3)
         was_training = network.training
         network.eval()
         try:

@@ -74,6 +74,27 @@ def test_kid_near_zero_for_identical_distributions_and_positive_for_different_on
     assert torch.equal(torch.get_rng_state(), rng_state)  # global RNG untouched
 
 
+@pytest.mark.parametrize("n_real, n_fake, size", [(359, 1024, 1000), (300, 200, 150), (40, 40, 40)])
+def test_kid_from_whole_kernels_equals_torchmetrics_subset_by_subset(monkeypatch, n_real, n_fake, size):
+    """The whole-kernel path against torchmetrics' poly_mmd on each of the same seeded subsets (the
+    path larger sets take), drawn here independently."""
+    from torchmetrics.image.kid import poly_mmd
+
+    import ganlib.metrics.fid as fid_module
+
+    g = torch.Generator().manual_seed(2)
+    real, fake = torch.randn(n_real, 16, generator=g), torch.randn(n_fake, 16, generator=g) * 1.2 + 0.2
+    m, draws = min(size, n_real, n_fake), torch.Generator().manual_seed(7)
+    expected = []
+    for _ in range(20):
+        r, f = torch.randperm(n_real, generator=draws)[:m], torch.randperm(n_fake, generator=draws)[:m]
+        expected.append(float(poly_mmd(real.double()[r], fake.double()[f])))
+    whole = kid(real, fake, subsets=20, subset_size=size, seed=7)
+    assert whole == pytest.approx(sum(expected) / 20, rel=1e-10, abs=1e-13)
+    monkeypatch.setattr(fid_module, "KID_FULL_KERNELS_MAX", 0)  # every set "large": subset by subset
+    assert kid(real, fake, subsets=20, subset_size=size, seed=7) == pytest.approx(whole, rel=1e-10, abs=1e-13)
+
+
 def test_kid_matches_torchmetrics_on_full_sets():
     # With subset_size = all samples every subset is the whole set, so torchmetrics' random
     # permutations cannot change its value: the two must agree exactly.

@@ -124,12 +124,22 @@ def fid(gen_features_or_stats, real_stats) -> float:
     return frechet_distance(mu1, sigma1, mu2, sigma2)
 
 
+# KID from the whole kernel matrices when they hold at most this many entries (32 MB in float64):
+# a digits evaluation's (359 real, 1,024 fake features) takes 8 ms so, against 84 ms subset by subset.
+KID_FULL_KERNELS_MAX = 4_000_000
+
+
 def kid(real_features: Tensor, fake_features: Tensor, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> float:
     """Mean over ``subsets`` of the unbiased MMD^2 (cubic polynomial kernel, torchmetrics' KID) of
     random subsets of ``subset_size`` real and fake features, drawn from ``seed``. ``subset_size``
-    is clipped to the smaller set, where torchmetrics would raise. Unbiased: can be slightly < 0."""
-    from torchmetrics.image.kid import poly_mmd
+    is clipped to the smaller set, where torchmetrics would raise. Unbiased: can be slightly < 0.
+
+    Subsets of small sets overlap, so their kernel entries are computed once: each subset's MMD^2
+    is then sums of entries of the whole sets' kernel matrices (torchmetrics'
+    ``maximum_mean_discrepancy`` over the subset's rows and columns), the same value to float
+    rounding. Larger sets (Inception features of a big held-out split) go subset by subset."""
+    from torchmetrics.image.kid import poly_kernel, poly_mmd
 
     real, fake = real_features.detach().double().cpu(), fake_features.detach().double().cpu()
     if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
@@ -138,9 +148,19 @@ def kid(real_features: Tensor, fake_features: Tensor, subsets: int = 100, subset
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(real)} real and {len(fake)} fake")
     g = torch.Generator().manual_seed(seed)
-    scores = [poly_mmd(real[torch.randperm(len(real), generator=g)[:m]],
-                       fake[torch.randperm(len(fake), generator=g)[:m]]) for _ in range(subsets)]
-    return float(torch.stack(scores).mean())
+    picks = [(torch.randperm(len(real), generator=g)[:m], torch.randperm(len(fake), generator=g)[:m])
+             for _ in range(subsets)]
+    if (len(real) + len(fake)) ** 2 > KID_FULL_KERNELS_MAX:
+        return float(torch.stack([poly_mmd(real[r], fake[f]) for r, f in picks]).mean())
+    k_rr, k_ff, k_rf = poly_kernel(real, real), poly_kernel(fake, fake), poly_kernel(real, fake)
+    in_r = torch.zeros(subsets, len(real), dtype=torch.float64)  # row s: 1 where subset s took a feature
+    in_f = torch.zeros(subsets, len(fake), dtype=torch.float64)
+    for s, (r, f) in enumerate(picks):
+        in_r[s, r], in_f[s, f] = 1.0, 1.0
+    within_r = ((in_r @ k_rr) * in_r).sum(1) - in_r @ k_rr.diagonal()  # off-diagonal sums
+    within_f = ((in_f @ k_ff) * in_f).sum(1) - in_f @ k_ff.diagonal()
+    across = ((in_r @ k_rf) * in_f).sum(1)
+    return float(((within_r + within_f) / (m * (m - 1)) - 2 * across / m**2).mean())
 
 
 def fid_kid(real_x: Tensor, fake_x: Tensor, extractor: nn.Module, real_stats_cache_key: str | None = None, *,
