@@ -165,8 +165,8 @@ def _load_classifier(net: _SmallClassifier, path: Path) -> dict:
 class _ClassifierFeatures(FeatureExtractor):
     def __init__(self, net: _SmallClassifier, name: str, heldout_accuracy: float = float("nan")) -> None:
         super().__init__()
-        # Channels-last weights: these small convolutions and pools run 2.3x faster so on the CPU
-        # (digits, 1,024 samples: 39 ms against 89; max-pooling a channels-first 8x8 map is slow),
+        # Channels-last weights: these small convolutions and pools run 1.5-2.3x faster so on the CPU
+        # (digits, 1,024 samples: 39-62 ms against 89-106; max-pooling a channels-first 8x8 map is slow),
         # the features equal to float rounding (6e-6). The format follows the input from the first
         # convolution on, and survives .to(device).
         self.net, self.name = net.to(memory_format=torch.channels_last), name
