@@ -32,7 +32,7 @@ def without_fast_paths(evaluator: Evaluator):
     """The evaluation as it was: the networks themselves, channels-first feature weights, KID subset
     by subset."""
     saved = (trainer_module.evaluation_copy, evaluate_module.evaluation_copy, fid_module.KID_FULL_KERNELS_MAX)
-    itself = lambda network, device, image: network  # noqa: E731
+    itself = lambda network, device: network  # noqa: E731
     trainer_module.evaluation_copy = evaluate_module.evaluation_copy = itself
     fid_module.KID_FULL_KERNELS_MAX = 0
     net = getattr(evaluator.extractor, "net", None)

@@ -222,7 +222,7 @@ class Evaluator:
     def _critic_metrics(self, critic: torch.nn.Module, fake: torch.Tensor) -> dict[str, float]:
         """The critic's outputs on HELD-OUT real data and on the fakes, read as the loss reads them."""
         # on the same fixed held-out subset as the distances (eval_samples points, not the whole set)
-        critic = evaluation_copy(critic, self.trainer.device, self.data.kind == "image")
+        critic = evaluation_copy(critic, self.trainer.device)
         real_out, fake_out = critic_outputs(critic, self.data.heldout[: len(fake)], fake)
         return self.trainer.loss.describe(real_out, fake_out)
 

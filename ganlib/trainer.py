@@ -191,8 +191,7 @@ class Trainer:
         thread's). The noise is drawn on the CPU: CUDA's generator draws other numbers from the
         same seed, and a checkpoint is scored on the same samples on any device."""
         eval_rng = torch.Generator().manual_seed(seed)
-        network = evaluation_copy(self.generator if generator is None else generator, self.device,
-                                  len(self.data.sample_shape) == 3)
+        network = evaluation_copy(self.generator if generator is None else generator, self.device)
         was_training = network.training
         network.eval()
         try:
