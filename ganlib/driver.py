@@ -107,13 +107,6 @@ class Claim:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{identity()}\n{key}\n".encode(), 0)
 
-    @classmethod
-    def unclaimed(cls, key: str) -> Claim:
-        """A claim that holds nothing, for a driver that could not take one."""
-        claim = cls.__new__(cls)
-        claim.key, claim.path, claim._fd = key, None, None
-        return claim
-
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the lock

@@ -104,15 +104,15 @@ def _check_resumable(settings: SweepSettings, parent) -> None:
                              "(it was stopped before Tune saved any); start a new sweep")
 
 
-def _claim(settings: SweepSettings) -> Claim:
+def _claim(settings: SweepSettings) -> Claim | None:
     """This driver's claim on the sweep's Tune path, taken before the checks that a second driver
-    of the same sweep must fail (see ``driver.py``)."""
+    of the same sweep must fail (see ``driver.py``); None where no claim could be written."""
     try:
         return Claim(settings.experiment_path)
     except OSError as err:  # no writable folder for claims: the sweep can run, unguarded
         print(f"warning: could not claim sweep {settings.name!r} for this driver ({err}); a second driver of it on "
               "this machine would not be refused (set GANLIB_DRIVER_CLAIMS to a writable folder)", file=sys.stderr)
-        return Claim.unclaimed(settings.experiment_path)
+        return None
     except SweepClaimed as err:
         who = parse_driver(err.holder.splitlines()[0])
         pid = who.pid if who else "?"
@@ -145,7 +145,8 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
                                  f"{settings.storage_path}; --resume continues it, another --name starts a new one")
         return _run_claimed(settings, prepared, client, parent_run_id)
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
 
 
 def _run_claimed(settings: SweepSettings, prepared, client, parent_run_id: str | None) -> dict[str, Any]:
