@@ -779,6 +779,34 @@ def test_a_sweep_killed_in_its_confirmation_resumes_to_the_uninterrupted_confirm
     assert restored & trials_before  # the stage was restored (its trials continued), not started again
 
 
+# -- asking for what the cluster lacks ----------------------------------------------------------------
+def test_a_joined_cluster_without_a_node_for_one_trial_is_warned_of_at_the_start(tmp_path):
+    """Tune leaves trials no node can place PENDING, warning only after 60 s amid its output;
+    whether an autoscaler will add a node that fits, the driver cannot tell. So the sweep says at
+    the start what is missing, before Tune runs. A head of 1 CPU, trials of 2."""
+    from servers import ray_head
+
+    from ganlib.cluster import no_node_fits
+
+    log = tmp_path / "sweep.log"
+    with ray_head(tmp_path, num_cpus=1) as (_, _, ray_env):
+        proc = subprocess.Popen(sweep_argv(tmp_path, "unplaceable", "--num-trials", "1", "--cpus-per-trial", "2"),
+                                stdout=subprocess.DEVNULL, stderr=log.open("w"), env=ray_env)
+        try:
+            wait_for(lambda: "warning: no node" in log.read_text(), 180, "the warning", proc)
+        finally:
+            proc.send_signal(signal.SIGINT)  # the trial would wait for ever
+            proc.wait(timeout=120)
+    [warning] = [line for line in log.read_text().splitlines() if line.startswith("warning: no node")]
+    assert warning.startswith("warning: no node of the cluster has the 2 CPUs and 0 GPUs of one trial")
+    assert "the most any of its 1 nodes has is 1 CPUs and 0 GPUs" in warning
+    # one bundle per trial: two nodes of 2 CPUs do not place a 3-CPU trial; dead nodes offer nothing
+    two = [{"Alive": True, "Resources": {"CPU": 2.0}}] * 2
+    assert no_node_fits(3, 0, two) and no_node_fits(2, 0, two) is None
+    assert no_node_fits(1, 1, [*two, {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+    assert no_node_fits(1, 0.5, [*two, {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}]) is None
+
+
 # -- killed trial workers ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_trial_workers_restart_from_checkpoints_and_continue_their_runs(tmp_path):
